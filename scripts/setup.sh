@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up rnnkit in ./.venv: create the virtual environment, install PyTorch, install rnnkit.
+#   bash scripts/setup.sh          the library and the `rnnkit` command
+#   bash scripts/setup.sh --dev    plus the test tools (pytest, hypothesis, ruff)
+# PyTorch: with an NVIDIA GPU, the default build from the package index; without one, the CPU
+# build (a local CPU wheel when pip's find-links offers one, else PyTorch's CPU index), which
+# avoids downloading several GB of CUDA libraries that would never be used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+venv_python=.venv/bin/python
+
+if ! "$venv_python" -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: NVIDIA GPU found: installing the default (CUDA) PyTorch build"
+    "$venv_python" -m pip install "torch>=2.2"
+  elif "$venv_python" -m pip install --no-index --no-deps "torch==2.13.0" >/dev/null 2>&1; then
+    echo "setup: no GPU: installed the local CPU wheel of PyTorch 2.13.0"
+  else
+    echo "setup: no GPU: installing the CPU build of PyTorch"
+    "$venv_python" -m pip install torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+"$venv_python" -m pip install --quiet -e ".${extras}"
+echo "setup: done ($("$venv_python" -c 'import torch, rnnkit; print("rnnkit", rnnkit.__version__, "torch", torch.__version__)'))"
