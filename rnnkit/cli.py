@@ -1,0 +1,361 @@
+"""The ``rnnkit`` command: a thin argparse front over the library.
+
+Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``. Settings resolve as
+defaults → ``--config FILE`` (TOML) → flags; the resolved config is printed and saved in the run.
+Every inference verb takes ``--json`` and then prints one JSON object per input.
+
+Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback), 1 anything else
+(training stopped on a non-finite loss, or an internal error), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("rnnkit")
+
+
+class UsageError(Exception):
+    """Bad command-line usage: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+def _train_sections(task) -> dict[str, type]:
+    from rnnkit.train import TrainConfig
+
+    return {**task.sections, "train": TrainConfig}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from rnnkit.checkpoint import RunDir, default_run_dir
+    from rnnkit.config import from_dict, resolve, to_dict
+    from rnnkit.data.vocab import Vocab
+    from rnnkit.tasks import get_task
+    from rnnkit.train import TrainConfig, fit, seed_everything, select_device
+
+    task = get_task(args.task)
+    sections = _train_sections(task)
+    if args.resume:
+        run = RunDir(args.resume)
+        run.validate()
+        if not run.trainer_path.exists():
+            raise UsageError(f"{run.trainer_path}: no trainer state to resume from")
+        saved = run.load_config()
+        if saved.get("task") != task.name:
+            raise UsageError(f"{run.path} is a {saved.get('task')!r} run, not {task.name!r}")
+        overrides = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("train.")}
+        train_cfg = from_dict(TrainConfig, {**saved["train"], **overrides})
+        other = [k for k in vars(args) if "." in k and not k.startswith("train.")]
+        if other:
+            raise UsageError(f"--resume keeps the run's model and data; cannot change {other[0]}")
+        device = select_device(train_cfg.device)
+        vocab = Vocab.load(run.vocab_path) if run.vocab_path.exists() else None
+        model, training = task.restore(saved, vocab, device, train_cfg, with_data=True)
+        saved["train"] = to_dict(train_cfg)
+        run.save_config(saved)
+        log.info("resuming %s", run.path)
+        resume = True
+    else:
+        configs = resolve(args, sections, args.config)
+        train_cfg = configs["train"]
+        if train_cfg.threads:
+            torch.set_num_threads(train_cfg.threads)
+        device = select_device(train_cfg.device)
+        seed_everything(train_cfg.seed)  # the initial weights depend on the seed too
+        model, training = task.build(configs, train_cfg, device)
+        run = RunDir.create(args.out or default_run_dir(task.name), exist_ok=False)
+        saved = {"task": task.name, **{name: to_dict(cfg) for name, cfg in configs.items()}}
+        vocab = getattr(model, "vocab", None)
+        if vocab is not None:
+            vocab.save(run.vocab_path)
+        run.save_config(saved)
+        resume = False
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        json.dumps({k: v for k, v in saved.items() if k != "rnnkit_version"}, indent=2),
+        file=sys.stderr,
+    )
+    log.info("run directory: %s | %s parameters | device %s", run.path, f"{n_params:,}", device)
+    summary = fit(model, training, train_cfg, run, resume=resume)
+    last = summary["last"]
+    line = (
+        f"done: {summary['steps']} steps in {summary['seconds']:.0f} s ({summary['stop_reason']}); "
+        f"validation loss {last['loss']:.4f}"
+    )
+    if "bits" in last:
+        line += f" nats/{training.tokens_name} = {last['bits']:.4f} bits"
+    print(line + f"; best {summary['best_val_loss']:.4f}; saved in {run.path}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# inference verbs
+# ---------------------------------------------------------------------------------------------
+def _load(args):
+    from rnnkit.api import load
+
+    return load(args.run, tag=args.tag, device=args.device)
+
+
+def _unknown(args) -> str:
+    return "drop" if getattr(args, "drop_unknown", False) else "error"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    model = _load(args)
+    if args.length < 0:
+        raise UsageError("--length must be >= 0")
+    stream = None if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+    if stream:
+        sys.stdout.write(args.prompt)
+    text = model.generate(
+        args.prompt,
+        args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        on_text=stream,
+        unknown=_unknown(args),
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "prompt": args.prompt,
+                    "text": text,
+                    "temperature": args.temperature,
+                    "top_k": args.top_k,
+                    "top_p": args.top_p,
+                    "seed": args.seed,
+                }
+            )
+        )
+    else:
+        sys.stdout.write("\n")
+    return 0
+
+
+def _texts(args) -> list[str]:
+    from rnnkit.data.readers import read_text
+
+    texts = list(args.text or [])
+    if args.file:
+        texts += [line for line in read_text(args.file).splitlines() if line.strip()]
+    if not texts:
+        raise UsageError("give one or more TEXT arguments or --file FILE")
+    return texts
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    model = _load(args)
+    results = [model.score(t, unknown=_unknown(args)) for t in _texts(args)]
+    ranked = sorted(results, key=lambda r: -r["log_prob"])
+    for rank, r in enumerate(ranked, 1):
+        r["rank"] = rank
+    if args.json:
+        for r in results:
+            print(json.dumps(r))
+        return 0
+    print(f"{'rank':>4}  {'log p (nats)':>12}  {'nats/tok':>8}  {'bits/tok':>8}  {'ppl':>8}  text")
+    for r in ranked:
+        print(
+            f"{r['rank']:>4}  {r['log_prob']:>12.3f}  {r['nats_per_token']:>8.3f}  "
+            f"{r['bits_per_token']:>8.3f}  {r['perplexity']:>8.2f}  {r['text']}"
+        )
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    model = _load(args)
+    if args.k < 1:
+        raise UsageError("--k must be >= 1")
+    if getattr(model.vocab, "level", "char") == "word" and hasattr(model, "next_words"):
+        results = model.next_words(args.text, k=args.k)
+    else:
+        results = model.complete(args.text, k=args.k, unknown=_unknown(args))
+    if args.json:
+        print(json.dumps({"text": args.text, "completions": results}))
+        return 0
+    for r in results:
+        print(f"{r['probability']:8.4f}  {r.get('word', '')}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.data.readers import read_text
+
+    model = _load(args)
+    if args.data:
+        text, where = read_text(args.data, args.encoding), args.data
+    else:
+        from rnnkit.checkpoint import RunDir
+        from rnnkit.config import from_dict
+        from rnnkit.tasks.language_model import LanguageModelData, read_corpus
+
+        data_cfg = from_dict(LanguageModelData, RunDir(args.run).load_config()["data"])
+        _, text, where = read_corpus(data_cfg)
+        where = f"validation split of {where}"
+    m = model.evaluate_text(text)
+    result = {
+        "data": str(where),
+        "tokens": m["tokens"],
+        "loss": m["loss"],
+        "bits": m["bits"],
+        "perplexity": m["perplexity"],
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        unit = "char" if model.vocab.level == "char" else "token"
+        print(
+            f"{where}: {m['tokens']:,} {unit}s, loss {m['loss']:.4f} nats/{unit}, "
+            f"{m['bits']:.4f} bits/{unit}, perplexity {m['perplexity']:.3f}"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------------------------
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="run directory written by `rnnkit train`")
+    p.add_argument(
+        "--tag",
+        default="best",
+        choices=("best", "last"),
+        help="which weights: best validation loss (default) or the last checkpoint",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per input)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rnnkit import __version__
+    from rnnkit.config import add_dataclass_flags
+    from rnnkit.tasks import TASK_MODULES, get_task
+
+    parser = argparse.ArgumentParser(
+        prog="rnnkit",
+        description="Recurrent neural networks for sequence modeling.",
+        epilog="Example: rnnkit train lm --minutes 5 --out runs/shakespeare && "
+        "rnnkit generate runs/shakespeare --prompt 'ROMEO:' --length 300",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    train = verbs.add_parser(
+        "train",
+        help="train a model for a task",
+        description="Train a model; defaults ← --config FILE ← flags.",
+    )
+    tasks = train.add_subparsers(dest="task", metavar="TASK")
+    tasks.required = True
+    for name in TASK_MODULES:
+        task = get_task(name)
+        tp = tasks.add_parser(
+            name, help=(task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else None
+        )
+        tp.add_argument(
+            "--config", metavar="FILE", help="TOML file with [model]/[data]/[train] settings"
+        )
+        tp.add_argument("--out", metavar="DIR", help="run directory (default: runs/<task>-<time>)")
+        tp.add_argument(
+            "--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint"
+        )
+        for section, cls in _train_sections(task).items():
+            add_dataclass_flags(tp, cls, section)
+        tp.set_defaults(func=cmd_train)
+
+    g = verbs.add_parser("generate", help="sample text from a language model")
+    _run_options(g)
+    g.add_argument("--prompt", default="", help="text to continue (default: a line start)")
+    g.add_argument("--length", type=int, default=500, help="tokens to sample (default 500)")
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    g.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    g.add_argument(
+        "--drop-unknown", action="store_true", help="drop prompt characters outside the vocabulary"
+    )
+    g.set_defaults(func=cmd_generate)
+
+    s = verbs.add_parser("score", help="log-probability, bits per token and perplexity of texts")
+    _run_options(s)
+    s.add_argument("text", nargs="*", metavar="TEXT", help="texts to score (ranked when several)")
+    s.add_argument("--file", help="score every non-empty line of this file")
+    s.add_argument(
+        "--drop-unknown", action="store_true", help="drop characters outside the vocabulary"
+    )
+    s.set_defaults(func=cmd_score)
+
+    c = verbs.add_parser("complete", help="most likely completions of the word being typed")
+    _run_options(c)
+    c.add_argument("text", metavar="TEXT", help="text typed so far")
+    c.add_argument("--k", type=int, default=5, help="number of completions (default 5)")
+    c.add_argument(
+        "--drop-unknown", action="store_true", help="drop characters outside the vocabulary"
+    )
+    c.set_defaults(func=cmd_complete)
+
+    e = verbs.add_parser("evaluate", help="loss, bits per token and perplexity on a file")
+    _run_options(e)
+    e.add_argument(
+        "--data",
+        help="text file, read in order with the state carried "
+        "(default: the run's validation split)",
+    )
+    e.add_argument("--encoding", default="utf-8", help="text encoding of --data")
+    e.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    from rnnkit.train import TrainingError
+
+    try:
+        return args.func(args) or 0
+    except (UsageError, ValueError) as e:  # DataError and CheckpointError are ValueErrors
+        print(f"rnnkit {args.verb}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"rnnkit {args.verb}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"rnnkit {args.verb}: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"rnnkit {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split("\n")).strip() or type(e).__name__
+
+
+def _entry() -> None:  # console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _entry()

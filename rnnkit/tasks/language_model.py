@@ -1,0 +1,578 @@
+"""Language models: embedding → recurrent layer → dropout → linear decoder over the vocabulary.
+
+The model predicts the next token from everything before it: p(x_{t+1} | x_≤t) = softmax(W h_t + b).
+Training minimises the per-step cross-entropy with truncated BPTT over a stream batch (the state
+is carried across windows and detached at each boundary). Inference:
+
+* :meth:`LanguageModel.generate` samples with temperature / top-k / top-p, carrying the state so
+  each new token costs one step however long the text already is;
+* :meth:`LanguageModel.score` gives a text's log-probability, nats and bits per token, perplexity;
+* :meth:`LanguageModel.complete` finds the k most likely completions of the current word
+  (beam search up to the next word boundary) — keyboard autocomplete;
+* :meth:`LanguageModel.evaluate_text` reads a whole file in order with the state carried.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.data.batching import StreamBatches
+from rnnkit.data.readers import TINY_SHAKESPEARE, bundled_path, read_text, split_text
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import DataError
+from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.state import detach_state
+from rnnkit.tasks.base import Output
+
+__all__ = [
+    "LanguageModelConfig",
+    "LanguageModelData",
+    "LanguageModel",
+    "LanguageModelTraining",
+    "TASK",
+]
+
+log = logging.getLogger(__name__)
+
+LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+
+
+def _opt(help_text: str, choices=None) -> dict:
+    return {"help": help_text, **({"choices": choices} if choices else {})}
+
+
+@dataclass
+class LanguageModelConfig:
+    """Architecture of a recurrent language model."""
+
+    cell: str = field(default="lstm", metadata=_opt("recurrent cell", ("lstm", "gru", "rnn")))
+    embed_size: int = field(default=64, metadata=_opt("embedding width"))
+    hidden_size: int = field(default=512, metadata=_opt("recurrent state width"))
+    num_layers: int = field(default=1, metadata=_opt("stacked recurrent layers"))
+    dropout: float = field(
+        default=0.25, metadata=_opt("dropout on embeddings, between layers and before the decoder")
+    )
+    dropout_mode: str = field(
+        default="standard",
+        metadata=_opt(
+            "standard or variational (one mask per sequence)", ("standard", "variational")
+        ),
+    )
+    embed_dropout: float = field(
+        default=0.0, metadata=_opt("drop whole embedding rows (words) with this probability")
+    )
+    weight_drop: float = field(
+        default=0.0, metadata=_opt("DropConnect on hidden-to-hidden weights")
+    )
+    zoneout: float = field(default=0.0, metadata=_opt("zoneout probability"))
+    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
+    peephole: bool = field(default=False, metadata=_opt("peephole connections (LSTM)"))
+    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
+    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
+    init: str = field(
+        default="default",
+        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
+    )
+    reset_after: bool = field(
+        default=True, metadata=_opt("GRU form: torch's (true) or Cho 2014 (false)")
+    )
+    tie_weights: bool = field(
+        default=False,
+        metadata=_opt("share the embedding and decoder matrix (needs embed_size == hidden_size)"),
+    )
+    init_range: float | None = field(
+        default=None, metadata=_opt("if set, every weight ~ U(-r, r) (Zaremba et al.)")
+    )
+    time_reduction: str = field(
+        default="mean",
+        metadata=_opt("loss over time steps: mean, or sum (Zaremba et al.)", ("mean", "sum")),
+    )
+
+
+@dataclass
+class LanguageModelData:
+    """Where the text comes from and how it is cut into training windows."""
+
+    data: str | None = field(
+        default=None, metadata=_opt("training text file (default: bundled Tiny Shakespeare)")
+    )
+    valid: str | None = field(
+        default=None,
+        metadata=_opt("validation text file (default: the last valid_fraction of data)"),
+    )
+    valid_fraction: float = field(
+        default=0.1, metadata=_opt("share of data held out when no --valid file")
+    )
+    encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
+    level: str = field(default="char", metadata=_opt("char or word tokens", ("char", "word")))
+    bptt: int = field(default=128, metadata=_opt("truncated-BPTT window (time steps per update)"))
+    max_vocab: int | None = field(
+        default=None, metadata=_opt("word level: keep the most frequent N words")
+    )
+    min_freq: int = field(default=1, metadata=_opt("word level: drop words rarer than this"))
+
+
+class LanguageModel(nn.Module):
+    """Embedding → rnnkit recurrent layer → dropout → decoder; ``forward`` returns logits."""
+
+    def __init__(self, config: LanguageModelConfig, vocab: Vocab):
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        c = config
+        V = len(vocab)
+        if c.tie_weights and c.embed_size != c.hidden_size:
+            raise ValueError(
+                f"tie_weights shares one matrix between embedding and decoder, so embed_size "
+                f"({c.embed_size}) must equal hidden_size ({c.hidden_size})"
+            )
+        self.embedding = nn.Embedding(V, c.embed_size)
+        options: dict[str, Any] = {"layer_norm": c.layer_norm}
+        if c.cell == "lstm":
+            options |= {"peephole": c.peephole, "forget_bias": c.forget_bias}
+        elif c.cell == "rnn":
+            options |= {"nonlinearity": c.nonlinearity, "init": c.init}
+        else:
+            options |= {"reset_after": c.reset_after}
+        self.rnn = LAYERS[c.cell](
+            c.embed_size,
+            c.hidden_size,
+            num_layers=c.num_layers,
+            batch_first=True,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+            dropout_mode=c.dropout_mode,
+            weight_drop=c.weight_drop,
+            zoneout=c.zoneout,
+            **options,
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.decoder = nn.Linear(c.hidden_size, V)
+        if c.tie_weights:
+            self.decoder.weight = self.embedding.weight  # Press & Wolf 2017
+        if c.init_range:
+            for p in self.parameters():
+                nn.init.uniform_(p, -c.init_range, c.init_range)
+
+    # -- core ---------------------------------------------------------------------------------
+    def forward(self, inputs: Tensor, state=None, targets: Tensor | None = None) -> Output:
+        """``inputs (B, T)`` ids → ``Output(logits (B, T, V), loss, state)``.
+
+        The loss is the cross-entropy of ``targets (B, T)`` averaged over every token
+        (``time_reduction="mean"``) or summed over time and averaged over the batch ("sum").
+        """
+        if inputs.dim() != 2:
+            raise ValueError(
+                f"expected token ids of shape (batch, seq_len); got {tuple(inputs.shape)}"
+            )
+        emb = self.embedding(inputs)  # (B, T, E)
+        emb = self._embedding_dropout(emb)
+        y, state = self.rnn(emb, state)  # (B, T, H)
+        y = self._output_dropout(y)
+        logits = self.decoder(y)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            if self.config.time_reduction == "sum":
+                loss = loss * inputs.shape[1]
+        return Output(logits, loss, state)
+
+    def _embedding_dropout(self, emb: Tensor) -> Tensor:
+        c = self.config
+        if not (self.training and (c.dropout or c.embed_dropout)):
+            return emb
+        if c.embed_dropout:  # one decision per (sequence, position): drop the whole word vector
+            keep = torch.empty(emb.shape[:2] + (1,), device=emb.device, dtype=emb.dtype)
+            emb = emb * keep.bernoulli_(1 - c.embed_dropout) / (1 - c.embed_dropout)
+        return self._feature_dropout(emb)
+
+    def _output_dropout(self, y: Tensor) -> Tensor:
+        if not (self.training and self.config.dropout):
+            return y
+        return self._feature_dropout(y)
+
+    def _feature_dropout(self, x: Tensor) -> Tensor:
+        """Standard dropout (a new mask every step) or variational (one mask per sequence)."""
+        p = self.config.dropout
+        if not p:
+            return x
+        if self.config.dropout_mode == "variational":
+            mask = torch.empty_like(x[:, :1]).bernoulli_(1 - p) / (1 - p)  # (B, 1, F)
+            return x * mask
+        return F.dropout(x, p, True)
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.weight.device
+
+    # -- text helpers -------------------------------------------------------------------------
+    def encode(self, text: str, unknown: str = "error") -> list[int]:
+        """Text → ids; characters outside the vocabulary are an error (or ``unknown="drop"``)."""
+        try:
+            return self.vocab.encode(text, unknown=unknown)
+        except DataError as e:
+            raise DataError(f"{e.message}; pass --drop-unknown to leave them out") from None
+
+    def default_context(self) -> str:
+        """What generation and scoring condition on when given no prompt: a line start."""
+        if "\n" in self.vocab:
+            return "\n"
+        return self.vocab.itos[len(self.vocab.specials)]
+
+    @torch.no_grad()
+    def _advance(self, ids: list[int], state=None, chunk: int = 512):
+        """Feed ``ids`` (one sequence) through the model; returns (last logits (V,), state)."""
+        logits = None
+        for s in range(0, len(ids), chunk):
+            x = torch.tensor([ids[s : s + chunk]], device=self.device)
+            out = self(x, state)
+            logits, state = out.logits[0, -1], out.state
+        return logits, state
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+        unknown: str = "error",
+    ) -> str:
+        """Sample ``length`` tokens after ``prompt``; returns the new text (prompt excluded).
+
+        x_{t+1} ~ softmax(logits / T) restricted to the top-k tokens and/or the smallest set whose
+        probability reaches p; temperature 0 is greedy (argmax). ``on_text`` receives each
+        token's text as it is sampled (streaming).
+        """
+        self.eval()
+        context = prompt if prompt else self.default_context()
+        ids = self.encode(context, unknown)
+        if not ids:
+            raise DataError("the prompt has no characters left after dropping unknown ones")
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed if seed is not None else torch.seed())
+        logits, state = self._advance(ids)
+        pieces = []
+        specials = len(self.vocab.specials)
+        sep = "" if self.vocab.level == "char" else " "
+        for _ in range(length):
+            logits = logits.clone()
+            logits[:specials] = -math.inf  # never emit <pad>/<unk>/<bos>/<eos> as text
+            nxt = sample_next(logits, temperature, top_k, top_p, gen)
+            piece = self.vocab.itos[nxt]
+            pieces.append(piece)
+            if on_text is not None:
+                on_text(piece if not pieces[:-1] else sep + piece)
+            logits, state = self._advance([nxt], state)
+        return sep.join(pieces)
+
+    @torch.no_grad()
+    def log_probs(self, text: str, context: str | None = None, unknown: str = "error") -> Tensor:
+        """log p(x_t | context, x_<t) for every token of ``text`` (context not scored)."""
+        self.eval()
+        context = self.default_context() if context is None else context
+        ctx, ids = self.encode(context, unknown), self.encode(text, unknown)
+        if not ids:
+            raise DataError("nothing to score: the text is empty")
+        full = ctx + ids
+        if not ctx:  # no context: the first token has nothing to be predicted from
+            full, ids = ids, ids[1:]
+        x = torch.tensor([full[:-1]], device=self.device)
+        logits = self(x).logits[0]  # (len-1, V)
+        lp = torch.log_softmax(logits.float(), -1)
+        targets = torch.tensor(full[1:], device=self.device)
+        per_token = lp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        return per_token[len(per_token) - len(ids) :]
+
+    def score(
+        self, text: str, context: str | None = None, unknown: str = "error"
+    ) -> dict[str, Any]:
+        """Total log-probability of ``text`` and its per-token rates.
+
+        log p(text) = Σ_t log p(x_t | x_<t); nats/token = −log p / n; bits = nats / ln 2;
+        perplexity = exp(nats/token). The first token is conditioned on ``context`` (a line start
+        by default).
+        """
+        lp = self.log_probs(text, context, unknown)
+        total = float(lp.sum())
+        n = lp.numel()
+        nats = -total / n
+        return {
+            "text": text,
+            "log_prob": total,
+            "tokens": n,
+            "nats_per_token": nats,
+            "bits_per_token": nats / math.log(2),
+            "perplexity": math.exp(nats),
+        }
+
+    @torch.no_grad()
+    def complete(
+        self,
+        text: str,
+        k: int = 5,
+        beam_size: int | None = None,
+        max_chars: int = 24,
+        unknown: str = "error",
+    ) -> list[dict[str, Any]]:
+        """The ``k`` most likely ways to finish the word being typed at the end of ``text``.
+
+        Beam search over characters until each candidate emits a word boundary (space,
+        punctuation, line end). A completion's probability is p(continuation + boundary | text):
+        the probability that the word is exactly this one. Returns dicts with ``word`` (the whole
+        word), ``continuation`` (what to type), ``probability`` and ``log_prob``.
+        """
+        if self.vocab.level != "char":
+            raise ValueError("complete() on a word-level model: use next_words()")
+        self.eval()
+        beam_size = beam_size or max(2 * k, 8)
+        prefix = ""
+        for ch in reversed(text):
+            if _is_boundary(ch):
+                break
+            prefix = ch + prefix
+        context = text if text else self.default_context()
+        logits, state = self._advance(self.encode(context, unknown))
+        specials = len(self.vocab.specials)
+        itos = self.vocab.itos
+        beams = [(0.0, "", logits, state)]  # (log prob, continuation, next logits, state)
+        finished: list[tuple[float, str, str]] = []
+        for _ in range(max_chars):
+            candidates = []
+            for lp, cont, lg, st in beams:
+                logp = torch.log_softmax(lg.float(), -1)
+                logp[:specials] = -math.inf
+                top = torch.topk(logp, min(beam_size, logp.numel() - specials))
+                for value, idx in zip(top.values.tolist(), top.indices.tolist()):
+                    ch = itos[idx]
+                    if _is_boundary(ch):
+                        if prefix + cont:
+                            finished.append((lp + value, cont, ch))
+                    else:
+                        candidates.append((lp + value, cont + ch, idx, st))
+            if not candidates:
+                break
+            best = heapq.nlargest(beam_size, candidates, key=lambda c: c[0])
+            if len(finished) >= k and best[0][0] < sorted(f[0] for f in finished)[-k]:
+                break  # no open beam can beat the k-th finished word any more
+            beams = []
+            for lp, cont, idx, st in best:
+                lg, st2 = self._advance([idx], st)
+                beams.append((lp, cont, lg, st2))
+        top_k = heapq.nlargest(k, finished, key=lambda f: f[0])
+        return [
+            {
+                "word": prefix + cont,
+                "continuation": cont,
+                "boundary": boundary,
+                "probability": math.exp(lp),
+                "log_prob": lp,
+            }
+            for lp, cont, boundary in top_k
+        ]
+
+    @torch.no_grad()
+    def evaluate_ids(self, ids: list[int] | Tensor, chunk: int = 1024) -> dict[str, float]:
+        """Mean cross-entropy over ``ids`` read in order as one stream, state carried throughout.
+
+        Every token after the first is predicted from everything before it.
+        """
+        self.eval()
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        total, n, state = 0.0, 0, None
+        for s in range(0, ids.numel() - 1, chunk):
+            x = ids[s : s + chunk].unsqueeze(0).to(self.device)
+            y = ids[s + 1 : s + 1 + chunk].unsqueeze(0).to(self.device)
+            x = x[:, : y.shape[1]]
+            out = self(x, state)
+            state = out.state
+            total += float(F.cross_entropy(out.logits[0].float(), y[0], reduction="sum"))
+            n += y.numel()
+        loss = total / max(n, 1)
+        return {"loss": loss, "bits": loss / math.log(2), "perplexity": math.exp(loss), "tokens": n}
+
+    def evaluate_text(self, text: str, unknown: str = "unk") -> dict[str, float]:
+        ids = self.vocab.encode(text, unknown=unknown)
+        if len(ids) < 2:
+            raise DataError("need at least two tokens to evaluate")
+        return self.evaluate_ids(ids)
+
+
+def _is_boundary(ch: str) -> bool:
+    return not (ch.isalnum() or ch in "'-_")
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Draw one token id from ``logits (V,)``.
+
+    p ∝ exp(logits / T); top-k keeps the k largest; top-p (nucleus) keeps the smallest set of
+    tokens whose probability reaches p. ``temperature == 0`` returns the argmax.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0; got {temperature}")
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and 0 < top_p < 1:
+        probs_sorted, order = torch.sort(torch.softmax(logits, -1), descending=True)
+        cumulative = probs_sorted.cumsum(0)
+        drop = cumulative - probs_sorted >= top_p  # tokens after the nucleus is complete
+        logits = logits.masked_fill(drop.scatter(0, order, drop), -math.inf)
+    probs = torch.softmax(logits, -1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class LanguageModelTraining:
+    """Truncated-BPTT training over stream batches, for :func:`rnnkit.train.fit`.
+
+    Each epoch starts from a zero state at a slightly different offset into the text (so window
+    boundaries move between epochs); within an epoch the state flows from window to window and is
+    detached at each boundary.
+    """
+
+    tokens_name = "tok"
+
+    def __init__(
+        self, model: LanguageModel, train_ids: Tensor, valid_ids: Tensor, batch_size: int, bptt: int
+    ):
+        self.model = model
+        self.train_ids = train_ids
+        self.valid_ids = valid_ids
+        self.batch_size = batch_size
+        self.bptt = bptt
+        self.state = None
+        self._epoch = -1
+        self._streams: StreamBatches | None = None
+        # the fewest full windows any epoch offset yields: every epoch has this many steps
+        self._per_epoch = StreamBatches(
+            train_ids[bptt:], batch_size, bptt, drop_last=True
+        ).num_windows
+        if self._per_epoch < 1:
+            raise DataError(
+                f"the training text has {train_ids.numel()} tokens: too short for batch_size "
+                f"{batch_size} × bptt {bptt}; need at least {batch_size * (2 * bptt + 1)}"
+            )
+
+    def batches_per_epoch(self) -> int:
+        return self._per_epoch
+
+    def _offset(self, epoch: int) -> int:
+        return (epoch * 7919) % self.bptt  # deterministic, so a resumed run sees the same data
+
+    def _streams_for(self, epoch: int) -> StreamBatches:
+        if self._epoch != epoch or self._streams is None:
+            self._streams = StreamBatches(
+                self.train_ids[self._offset(epoch) :], self.batch_size, self.bptt, drop_last=True
+            )
+            self._epoch = epoch
+        return self._streams
+
+    def start_epoch(self, epoch: int) -> None:
+        self.state = None
+
+    def batch(self, epoch: int, index: int):
+        return self._streams_for(epoch).window(index)
+
+    def training_loss(self, model: LanguageModel, batch) -> tuple[Tensor, int]:
+        inputs, targets = (t.to(model.device) for t in batch)
+        out = model(inputs, self.state, targets)
+        self.state = detach_state(out.state)  # carry the values, cut the graph
+        return out.loss, targets.numel()
+
+    def evaluate(self, model: LanguageModel) -> dict[str, float]:
+        m = model.evaluate_ids(self.valid_ids)
+        return {"loss": m["loss"], "bits": m["bits"], "perplexity": m["perplexity"]}
+
+    def carried_state(self) -> dict[str, Tensor]:
+        if self.state is None:
+            return {}
+        if isinstance(self.state, tuple):
+            return {"h": self.state[0], "c": self.state[1]}
+        return {"h": self.state}
+
+    def load_carried_state(self, saved: dict[str, Tensor]) -> None:
+        if not saved:
+            self.state = None
+        elif "c" in saved:
+            self.state = (saved["h"], saved["c"])
+        else:
+            self.state = saved["h"]
+
+
+def read_corpus(data: LanguageModelData) -> tuple[str, str, str]:
+    """(train text, validation text, a description of where they came from)."""
+    path = Path(data.data) if data.data else bundled_path(TINY_SHAKESPEARE)
+    text = read_text(path, data.encoding)
+    if data.valid:
+        train, valid = text, read_text(data.valid, data.encoding)
+        where = f"{path} (validation: {data.valid})"
+    else:
+        train, valid = split_text(text, data.valid_fraction)
+        where = f"{path} (last {data.valid_fraction:.0%} held out for validation)"
+    if len(valid) < 2:
+        raise DataError(f"the validation text is too short ({len(valid)} characters)", path=path)
+    return train, valid, where
+
+
+class _LanguageModelTask:
+    name = "lm"
+    sections = {"model": LanguageModelConfig, "data": LanguageModelData}
+
+    def build(self, configs: dict[str, Any], train_cfg, device):
+        model_cfg: LanguageModelConfig = configs["model"]
+        data_cfg: LanguageModelData = configs["data"]
+        train_text, valid_text, where = read_corpus(data_cfg)
+        vocab = Vocab.build(
+            train_text,
+            level=data_cfg.level,
+            max_size=data_cfg.max_vocab,
+            min_freq=data_cfg.min_freq,
+        )
+        log.info("data: %s; vocabulary of %d %ss", where, len(vocab), data_cfg.level)
+        model = LanguageModel(model_cfg, vocab).to(device)
+        training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
+        return model, training
+
+    def _training(self, model, vocab, train_text, valid_text, data_cfg, train_cfg):
+        train_ids = torch.tensor(vocab.encode(train_text, unknown="unk"), dtype=torch.long)
+        valid_ids = torch.tensor(vocab.encode(valid_text, unknown="unk"), dtype=torch.long)
+        return LanguageModelTraining(
+            model, train_ids, valid_ids, train_cfg.batch_size, data_cfg.bptt
+        )
+
+    def restore(self, saved: dict[str, Any], vocab: Vocab, device, train_cfg=None, with_data=False):
+        from rnnkit.config import from_dict
+
+        model_cfg = from_dict(LanguageModelConfig, saved["model"])
+        model = LanguageModel(model_cfg, vocab).to(device)
+        training = None
+        if with_data:
+            data_cfg = from_dict(LanguageModelData, saved["data"])
+            train_text, valid_text, _ = read_corpus(data_cfg)
+            training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
+        return model, training
+
+
+TASK = _LanguageModelTask()
