@@ -13,6 +13,7 @@ checkpoint as if it had never stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnkit.checkpoint import RunDir, capture_rng_state, restore_rng_state
+from rnnkit.checkpoint import RunDir, atomic_write_text, capture_rng_state, restore_rng_state
 
 __all__ = [
     "TrainConfig",
@@ -245,6 +246,9 @@ def fit(
         plateau, elapsed_before = float(saved["plateau"]), float(saved["elapsed"])
         task.load_carried_state({k: v.to(device) for k, v in saved["carried"].items()})
         restore_rng_state(saved["rng"])
+        # drop what the interrupted process logged after its last checkpoint: those steps rerun
+        kept = [r for r in run.read_metrics() if r.get("step", 0) <= step]
+        atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         log.info("resumed %s at step %d", run.path, step)
     else:
         seed_everything(cfg.seed)
@@ -337,7 +341,10 @@ def fit(
             window_steps += 1
             bar.update(1)
 
-            if step % cfg.log_every == 0 or step == 1:
+            finished = (total_steps is not None and step >= total_steps) or (
+                time_budget is not None and elapsed_before + time.monotonic() - start >= time_budget
+            )
+            if step % cfg.log_every == 0 or step == 1 or finished:
                 now = time.monotonic()
                 rate = window_tokens / max(now - window_start, 1e-9)
                 mean_loss = window_loss / window_steps
@@ -363,9 +370,6 @@ def fit(
                 bar.set_postfix(postfix, refresh=False)
                 window_tokens, window_start, window_loss, window_steps = 0, now, 0.0, 0
 
-            finished = (total_steps is not None and step >= total_steps) or (
-                time_budget is not None and elapsed_before + time.monotonic() - start >= time_budget
-            )
             if step % cfg.eval_every == 0 or finished:
                 last_eval = _evaluate(task, model, run, step, start, elapsed_before)
                 improved = last_eval["loss"] < best

@@ -332,8 +332,9 @@ class LanguageModel(nn.Module):
 
         Beam search over characters until each candidate emits a word boundary (space,
         punctuation, line end). A completion's probability is p(continuation + boundary | text):
-        the probability that the word is exactly this one. Returns dicts with ``word`` (the whole
-        word), ``continuation`` (what to type), ``probability`` and ``log_prob``.
+        the probability that the word is exactly this one, summed over every boundary character
+        that may follow. Returns dicts with ``word`` (the whole word), ``continuation`` (what to
+        type), ``boundary`` (the likeliest character after it), ``probability`` and ``log_prob``.
         """
         if self.vocab.level != "char":
             raise ValueError("complete() on a word-level model: use next_words()")
@@ -344,10 +345,13 @@ class LanguageModel(nn.Module):
             if _is_boundary(ch):
                 break
             prefix = ch + prefix
-        context = text if text else self.default_context()
-        logits, state = self._advance(self.encode(context, unknown))
+        # condition exactly as score() does, so p(word) = exp(score(text + word) − score(text))
+        logits, state = self._advance(self.encode(self.default_context() + text, unknown))
         specials = len(self.vocab.specials)
         itos = self.vocab.itos
+        boundary_ids = torch.tensor(
+            [i for i in range(specials, len(itos)) if _is_boundary(itos[i])], device=self.device
+        )
         beams = [(0.0, "", logits, state)]  # (log prob, continuation, next logits, state)
         finished: list[tuple[float, str, str]] = []
         for _ in range(max_chars):
@@ -355,14 +359,21 @@ class LanguageModel(nn.Module):
             for lp, cont, lg, st in beams:
                 logp = torch.log_softmax(lg.float(), -1)
                 logp[:specials] = -math.inf
+                if (prefix + cont) and boundary_ids.numel():
+                    # the word ends here: any boundary character may follow, so sum them all
+                    ends = logp[boundary_ids]
+                    finished.append(
+                        (
+                            lp + float(torch.logsumexp(ends, 0)),
+                            cont,
+                            itos[int(boundary_ids[int(ends.argmax())])],
+                        )
+                    )
+                logp[boundary_ids] = -math.inf
                 top = torch.topk(logp, min(beam_size, logp.numel() - specials))
                 for value, idx in zip(top.values.tolist(), top.indices.tolist()):
-                    ch = itos[idx]
-                    if _is_boundary(ch):
-                        if prefix + cont:
-                            finished.append((lp + value, cont, ch))
-                    else:
-                        candidates.append((lp + value, cont + ch, idx, st))
+                    if value > -math.inf:
+                        candidates.append((lp + value, cont + itos[idx], idx, st))
             if not candidates:
                 break
             best = heapq.nlargest(beam_size, candidates, key=lambda c: c[0])
