@@ -28,9 +28,10 @@ from torch import Tensor, nn
 
 from rnnkit.data.batching import StreamBatches
 from rnnkit.data.readers import TINY_SHAKESPEARE, bundled_path, read_text, split_text
-from rnnkit.data.vocab import Vocab
+from rnnkit.data.vocab import EOS, Vocab
 from rnnkit.errors import DataError
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.regularizers import norm_stabilizer
 from rnnkit.state import detach_state
 from rnnkit.tasks.base import Output
 
@@ -38,6 +39,9 @@ __all__ = [
     "LanguageModelConfig",
     "LanguageModelData",
     "LanguageModel",
+    "WindowLanguageModel",
+    "TextModel",
+    "build_language_model",
     "LanguageModelTraining",
     "TASK",
 ]
@@ -55,6 +59,13 @@ def _opt(help_text: str, choices=None) -> dict:
 class LanguageModelConfig:
     """Architecture of a recurrent language model."""
 
+    model: str = field(
+        default="rnn",
+        metadata=_opt(
+            "rnn (recurrent) or window (feed-forward over the previous N tokens)", ("rnn", "window")
+        ),
+    )
+    window: int = field(default=8, metadata=_opt("window model: how many previous tokens it sees"))
     cell: str = field(default="lstm", metadata=_opt("recurrent cell", ("lstm", "gru", "rnn")))
     embed_size: int = field(default=64, metadata=_opt("embedding width"))
     hidden_size: int = field(default=512, metadata=_opt("recurrent state width"))
@@ -90,6 +101,10 @@ class LanguageModelConfig:
         default=False,
         metadata=_opt("share the embedding and decoder matrix (needs embed_size == hidden_size)"),
     )
+    norm_stabilizer: float = field(
+        default=0.0,
+        metadata=_opt("β of the norm-stabiliser penalty β·mean_t (‖h_t‖ − ‖h_{t−1}‖)² (0 = off)"),
+    )
     init_range: float | None = field(
         default=None, metadata=_opt("if set, every weight ~ U(-r, r) (Zaremba et al.)")
     )
@@ -105,6 +120,10 @@ class LanguageModelData:
 
     data: str | None = field(
         default=None, metadata=_opt("training text file (default: bundled Tiny Shakespeare)")
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata=_opt("directory with *train.txt and *valid.txt (e.g. PTB's ptb.train.txt)"),
     )
     valid: str | None = field(
         default=None,
@@ -122,111 +141,66 @@ class LanguageModelData:
     min_freq: int = field(default=1, metadata=_opt("word level: drop words rarer than this"))
 
 
-class LanguageModel(nn.Module):
-    """Embedding → rnnkit recurrent layer → dropout → decoder; ``forward`` returns logits."""
+def tokenize_text(text: str, level: str) -> list[str]:
+    """Characters, or words with ``<eos>`` at every line break (the PTB convention)."""
+    if level == "char":
+        return list(text)
+    out: list[str] = []
+    for i, line in enumerate(text.split("\n")):
+        if i:
+            out.append(EOS)
+        out.extend(line.split())
+    return out
 
-    def __init__(self, config: LanguageModelConfig, vocab: Vocab):
-        super().__init__()
-        self.config = config
-        self.vocab = vocab
-        c = config
-        V = len(vocab)
-        if c.tie_weights and c.embed_size != c.hidden_size:
-            raise ValueError(
-                f"tie_weights shares one matrix between embedding and decoder, so embed_size "
-                f"({c.embed_size}) must equal hidden_size ({c.hidden_size})"
-            )
-        self.embedding = nn.Embedding(V, c.embed_size)
-        options: dict[str, Any] = {"layer_norm": c.layer_norm}
-        if c.cell == "lstm":
-            options |= {"peephole": c.peephole, "forget_bias": c.forget_bias}
-        elif c.cell == "rnn":
-            options |= {"nonlinearity": c.nonlinearity, "init": c.init}
-        else:
-            options |= {"reset_after": c.reset_after}
-        self.rnn = LAYERS[c.cell](
-            c.embed_size,
-            c.hidden_size,
-            num_layers=c.num_layers,
-            batch_first=True,
-            dropout=c.dropout if c.num_layers > 1 else 0.0,
-            dropout_mode=c.dropout_mode,
-            weight_drop=c.weight_drop,
-            zoneout=c.zoneout,
-            **options,
-        )
-        self.drop = nn.Dropout(c.dropout)
-        self.decoder = nn.Linear(c.hidden_size, V)
-        if c.tie_weights:
-            self.decoder.weight = self.embedding.weight  # Press & Wolf 2017
-        if c.init_range:
-            for p in self.parameters():
-                nn.init.uniform_(p, -c.init_range, c.init_range)
 
-    # -- core ---------------------------------------------------------------------------------
-    def forward(self, inputs: Tensor, state=None, targets: Tensor | None = None) -> Output:
-        """``inputs (B, T)`` ids → ``Output(logits (B, T, V), loss, state)``.
+class TextModel(nn.Module):
+    """Inference over text shared by every language model (recurrent or windowed).
 
-        The loss is the cross-entropy of ``targets (B, T)`` averaged over every token
-        (``time_reduction="mean"``) or summed over time and averaged over the batch ("sum").
-        """
-        if inputs.dim() != 2:
-            raise ValueError(
-                f"expected token ids of shape (batch, seq_len); got {tuple(inputs.shape)}"
-            )
-        emb = self.embedding(inputs)  # (B, T, E)
-        emb = self._embedding_dropout(emb)
-        y, state = self.rnn(emb, state)  # (B, T, H)
-        y = self._output_dropout(y)
-        logits = self.decoder(y)  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-            if self.config.time_reduction == "sum":
-                loss = loss * inputs.shape[1]
-        return Output(logits, loss, state)
+    Subclasses define ``forward(inputs (B, T), state, targets) -> Output`` whose ``state``
+    summarises everything read so far, and ``decoder`` (for the device).
+    """
 
-    def _embedding_dropout(self, emb: Tensor) -> Tensor:
-        c = self.config
-        if not (self.training and (c.dropout or c.embed_dropout)):
-            return emb
-        if c.embed_dropout:  # one decision per (sequence, position): drop the whole word vector
-            keep = torch.empty(emb.shape[:2] + (1,), device=emb.device, dtype=emb.dtype)
-            emb = emb * keep.bernoulli_(1 - c.embed_dropout) / (1 - c.embed_dropout)
-        return self._feature_dropout(emb)
-
-    def _output_dropout(self, y: Tensor) -> Tensor:
-        if not (self.training and self.config.dropout):
-            return y
-        return self._feature_dropout(y)
-
-    def _feature_dropout(self, x: Tensor) -> Tensor:
-        """Standard dropout (a new mask every step) or variational (one mask per sequence)."""
-        p = self.config.dropout
-        if not p:
-            return x
-        if self.config.dropout_mode == "variational":
-            mask = torch.empty_like(x[:, :1]).bernoulli_(1 - p) / (1 - p)  # (B, 1, F)
-            return x * mask
-        return F.dropout(x, p, True)
+    config: LanguageModelConfig
+    vocab: Vocab
 
     @property
     def device(self) -> torch.device:
         return self.decoder.weight.device
 
     # -- text helpers -------------------------------------------------------------------------
-    def encode(self, text: str, unknown: str = "error") -> list[int]:
-        """Text → ids; characters outside the vocabulary are an error (or ``unknown="drop"``)."""
+    def tokens(self, text: str) -> list[str]:
+        return tokenize_text(text, self.vocab.level)
+
+    def encode(self, text: str, unknown: str | None = None) -> list[int]:
+        """Text → ids. Characters outside a char vocabulary are an error (or ``unknown="drop"``);
+        out-of-vocabulary words map to ``<unk>`` with a warning that names them."""
+        toks = self.tokens(text)
+        if unknown is None:
+            unknown = "error" if self.vocab.level == "char" else "unk"
+        if unknown == "unk" and self.vocab.level == "word":
+            oov = sorted({t for t in toks if t not in self.vocab})
+            if oov:
+                log.warning("words not in the vocabulary, read as <unk>: %s", ", ".join(oov[:20]))
         try:
-            return self.vocab.encode(text, unknown=unknown)
+            return self.vocab.encode(toks, unknown=unknown)
         except DataError as e:
             raise DataError(f"{e.message}; pass --drop-unknown to leave them out") from None
 
     def default_context(self) -> str:
         """What generation and scoring condition on when given no prompt: a line start."""
-        if "\n" in self.vocab:
+        if self.vocab.level == "word" or "\n" in self.vocab:
             return "\n"
         return self.vocab.itos[len(self.vocab.specials)]
+
+    def _render(self, ids: list[int]) -> str:
+        """Ids → text; at word level ``<eos>`` becomes a line break."""
+        if self.vocab.level == "char":
+            return "".join(self.vocab.itos[i] for i in ids)
+        text = ""
+        for i in ids:
+            word = "\n" if i == self.vocab.eos_id else self.vocab.itos[i]
+            text += word if (not text or text.endswith("\n") or word == "\n") else " " + word
+        return text
 
     @torch.no_grad()
     def _advance(self, ids: list[int], state=None, chunk: int = 512):
@@ -249,7 +223,7 @@ class LanguageModel(nn.Module):
         top_p: float | None = None,
         seed: int | None = None,
         on_text: Callable[[str], None] | None = None,
-        unknown: str = "error",
+        unknown: str | None = None,
     ) -> str:
         """Sample ``length`` tokens after ``prompt``; returns the new text (prompt excluded).
 
@@ -265,22 +239,27 @@ class LanguageModel(nn.Module):
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
         logits, state = self._advance(ids)
-        pieces = []
-        specials = len(self.vocab.specials)
-        sep = "" if self.vocab.level == "char" else " "
+        new_ids: list[int] = []
+        banned = [
+            i
+            for i in range(len(self.vocab.specials))
+            if i != self.vocab.eos_id or self.vocab.level == "char"
+        ]  # words may end a line; nothing else special
         for _ in range(length):
             logits = logits.clone()
-            logits[:specials] = -math.inf  # never emit <pad>/<unk>/<bos>/<eos> as text
+            logits[banned] = -math.inf
             nxt = sample_next(logits, temperature, top_k, top_p, gen)
-            piece = self.vocab.itos[nxt]
-            pieces.append(piece)
             if on_text is not None:
-                on_text(piece if not pieces[:-1] else sep + piece)
+                before = self._render(new_ids)
+                on_text(self._render(new_ids + [nxt])[len(before) :])
+            new_ids.append(nxt)
             logits, state = self._advance([nxt], state)
-        return sep.join(pieces)
+        return self._render(new_ids)
 
     @torch.no_grad()
-    def log_probs(self, text: str, context: str | None = None, unknown: str = "error") -> Tensor:
+    def log_probs(
+        self, text: str, context: str | None = None, unknown: str | None = None
+    ) -> Tensor:
         """log p(x_t | context, x_<t) for every token of ``text`` (context not scored)."""
         self.eval()
         context = self.default_context() if context is None else context
@@ -298,7 +277,7 @@ class LanguageModel(nn.Module):
         return per_token[len(per_token) - len(ids) :]
 
     def score(
-        self, text: str, context: str | None = None, unknown: str = "error"
+        self, text: str, context: str | None = None, unknown: str | None = None
     ) -> dict[str, Any]:
         """Total log-probability of ``text`` and its per-token rates.
 
@@ -326,7 +305,7 @@ class LanguageModel(nn.Module):
         k: int = 5,
         beam_size: int | None = None,
         max_chars: int = 24,
-        unknown: str = "error",
+        unknown: str | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` most likely ways to finish the word being typed at the end of ``text``.
 
@@ -396,6 +375,23 @@ class LanguageModel(nn.Module):
         ]
 
     @torch.no_grad()
+    def next_words(self, text: str, k: int = 5, unknown: str | None = None) -> list[dict[str, Any]]:
+        """The ``k`` most likely next words after ``text`` (word-level models): a phone
+        keyboard's suggestion bar. Probabilities come straight from the model's softmax over the
+        whole vocabulary, so they sum to at most 1; special symbols are never suggested."""
+        if self.vocab.level != "word":
+            raise ValueError("next_words() needs a word-level model; use complete() for characters")
+        self.eval()
+        logits, _ = self._advance(self.encode(self.default_context() + text, unknown))
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[: len(self.vocab.specials)] = -math.inf
+        top = torch.topk(logp, min(k, logp.numel() - len(self.vocab.specials)))
+        return [
+            {"word": self.vocab.itos[i], "probability": math.exp(v), "log_prob": v}
+            for v, i in zip(top.values.tolist(), top.indices.tolist())
+        ]
+
+    @torch.no_grad()
     def evaluate_ids(self, ids: list[int] | Tensor, chunk: int = 1024) -> dict[str, float]:
         """Mean cross-entropy over ``ids`` read in order as one stream, state carried throughout.
 
@@ -415,11 +411,162 @@ class LanguageModel(nn.Module):
         loss = total / max(n, 1)
         return {"loss": loss, "bits": loss / math.log(2), "perplexity": math.exp(loss), "tokens": n}
 
-    def evaluate_text(self, text: str, unknown: str = "unk") -> dict[str, float]:
-        ids = self.vocab.encode(text, unknown=unknown)
+    def evaluate_text(self, text: str) -> dict[str, float]:
+        """:meth:`evaluate_ids` on a text (unknown symbols read as ``<unk>``)."""
+        ids = self.vocab.encode(self.tokens(text), unknown="unk")
         if len(ids) < 2:
             raise DataError("need at least two tokens to evaluate")
         return self.evaluate_ids(ids)
+
+
+class LanguageModel(TextModel):
+    """Embedding → rnnkit recurrent layer → dropout → decoder; ``forward`` returns logits."""
+
+    def __init__(self, config: LanguageModelConfig, vocab: Vocab):
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        c = config
+        V = len(vocab)
+        if c.tie_weights and c.embed_size != c.hidden_size:
+            raise ValueError(
+                f"tie_weights shares one matrix between embedding and decoder, so embed_size "
+                f"({c.embed_size}) must equal hidden_size ({c.hidden_size})"
+            )
+        self.embedding = nn.Embedding(V, c.embed_size)
+        options: dict[str, Any] = {"layer_norm": c.layer_norm}
+        if c.cell == "lstm":
+            options |= {"peephole": c.peephole, "forget_bias": c.forget_bias}
+        elif c.cell == "rnn":
+            options |= {"nonlinearity": c.nonlinearity, "init": c.init}
+        else:
+            options |= {"reset_after": c.reset_after}
+        self.rnn = LAYERS[c.cell](
+            c.embed_size,
+            c.hidden_size,
+            num_layers=c.num_layers,
+            batch_first=True,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+            dropout_mode=c.dropout_mode,
+            weight_drop=c.weight_drop,
+            zoneout=c.zoneout,
+            **options,
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.decoder = nn.Linear(c.hidden_size, V)
+        if c.tie_weights:
+            self.decoder.weight = self.embedding.weight  # Press & Wolf 2017
+        if c.init_range:
+            for p in self.parameters():
+                nn.init.uniform_(p, -c.init_range, c.init_range)
+
+    # -- core ---------------------------------------------------------------------------------
+    def forward(self, inputs: Tensor, state=None, targets: Tensor | None = None) -> Output:
+        """``inputs (B, T)`` ids → ``Output(logits (B, T, V), loss, state)``.
+
+        The loss is the cross-entropy of ``targets (B, T)`` averaged over every token
+        (``time_reduction="mean"``) or summed over time and averaged over the batch ("sum").
+        """
+        if inputs.dim() != 2:
+            raise ValueError(
+                f"expected token ids of shape (batch, seq_len); got {tuple(inputs.shape)}"
+            )
+        emb = self.embedding(inputs)  # (B, T, E)
+        emb = self._embedding_dropout(emb)
+        y, new_state = self.rnn(emb, state)  # (B, T, H)
+        penalty = None
+        if self.training and self.config.norm_stabilizer and targets is not None:
+            h0 = None if state is None else (state[0] if isinstance(state, tuple) else state)[-1]
+            penalty = norm_stabilizer(y, self.config.norm_stabilizer, initial=h0)
+        state = new_state
+        y = self._output_dropout(y)
+        logits = self.decoder(y)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            if self.config.time_reduction == "sum":
+                loss = loss * inputs.shape[1]
+            if penalty is not None:
+                loss = loss + penalty
+        return Output(logits, loss, state)
+
+    def _embedding_dropout(self, emb: Tensor) -> Tensor:
+        c = self.config
+        if not (self.training and (c.dropout or c.embed_dropout)):
+            return emb
+        if c.embed_dropout:  # one decision per (sequence, position): drop the whole word vector
+            keep = torch.empty(emb.shape[:2] + (1,), device=emb.device, dtype=emb.dtype)
+            emb = emb * keep.bernoulli_(1 - c.embed_dropout) / (1 - c.embed_dropout)
+        return self._feature_dropout(emb)
+
+    def _output_dropout(self, y: Tensor) -> Tensor:
+        if not (self.training and self.config.dropout):
+            return y
+        return self._feature_dropout(y)
+
+    def _feature_dropout(self, x: Tensor) -> Tensor:
+        """Standard dropout (a new mask every step) or variational (one mask per sequence)."""
+        p = self.config.dropout
+        if not p:
+            return x
+        if self.config.dropout_mode == "variational":
+            mask = torch.empty_like(x[:, :1]).bernoulli_(1 - p) / (1 - p)  # (B, 1, F)
+            return x * mask
+        return F.dropout(x, p, True)
+
+
+class WindowLanguageModel(TextModel):
+    """The fixed-window baseline (Bengio et al. 2003): a feed-forward net over the previous N tokens.
+
+    h_t = tanh(W [e(x_{t−N+1}); …; e(x_t)] + b), p(x_{t+1}) = softmax(U h_t + c). Positions
+    before the start read ``<pad>``. Its ``state`` is simply the last N−1 token ids (B, N−1), so
+    the same trainer and inference code serve it; unlike an RNN it can never see further back.
+    """
+
+    def __init__(self, config: LanguageModelConfig, vocab: Vocab):
+        super().__init__()
+        if config.window < 1:
+            raise ValueError(f"window must be at least 1; got {config.window}")
+        self.config = config
+        self.vocab = vocab
+        c = config
+        self.embedding = nn.Embedding(len(vocab), c.embed_size)
+        self.hidden = nn.Linear(c.window * c.embed_size, c.hidden_size)
+        self.drop = nn.Dropout(c.dropout)
+        self.decoder = nn.Linear(c.hidden_size, len(vocab))
+        if c.tie_weights:
+            if c.embed_size != c.hidden_size:
+                raise ValueError(
+                    f"tie_weights needs embed_size ({c.embed_size}) == hidden_size ({c.hidden_size})"
+                )
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, inputs: Tensor, state=None, targets: Tensor | None = None) -> Output:
+        N = self.config.window
+        B = inputs.shape[0]
+        if state is None:
+            pad = self.vocab.pad_id if self.vocab.pad_id is not None else 0
+            state = inputs.new_full((B, N - 1), pad)
+        seq = torch.cat([state, inputs], 1)  # (B, N−1+T)
+        windows = seq.unfold(1, N, 1)  # (B, T, N): the N tokens ending at each position
+        emb = self.embedding(windows).flatten(2)  # (B, T, N·E)
+        h = self.drop(torch.tanh(self.hidden(self.drop(emb))))  # (B, T, H)
+        logits = self.decoder(h)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            if self.config.time_reduction == "sum":
+                loss = loss * inputs.shape[1]
+        return Output(logits, loss, seq[:, seq.shape[1] - (N - 1) :])
+
+
+def build_language_model(config: LanguageModelConfig, vocab: Vocab) -> TextModel:
+    """The model ``config.model`` names: recurrent (default) or the fixed-window baseline."""
+    return (
+        WindowLanguageModel(config, vocab)
+        if config.model == "window"
+        else LanguageModel(config, vocab)
+    )
 
 
 def _is_boundary(ch: str) -> bool:
@@ -532,8 +679,23 @@ class LanguageModelTraining:
             self.state = saved["h"]
 
 
+def _find_split(directory: Path, split: str) -> Path:
+    matches = sorted(directory.glob(f"*{split}.txt"))
+    if not matches:
+        raise DataError(f"no *{split}.txt file in the data directory", path=directory)
+    return matches[0]
+
+
 def read_corpus(data: LanguageModelData) -> tuple[str, str, str]:
     """(train text, validation text, a description of where they came from)."""
+    if data.data_dir:
+        directory = Path(data.data_dir)
+        if not directory.is_dir():
+            raise DataError("--data-dir is not a directory", path=directory)
+        train_path, valid_path = _find_split(directory, "train"), _find_split(directory, "valid")
+        train = read_text(train_path, data.encoding)
+        valid = read_text(valid_path, data.encoding)
+        return train, valid, f"{train_path} (validation: {valid_path})"
     path = Path(data.data) if data.data else bundled_path(TINY_SHAKESPEARE)
     text = read_text(path, data.encoding)
     if data.valid:
@@ -555,20 +717,21 @@ class _LanguageModelTask:
         model_cfg: LanguageModelConfig = configs["model"]
         data_cfg: LanguageModelData = configs["data"]
         train_text, valid_text, where = read_corpus(data_cfg)
-        vocab = Vocab.build(
-            train_text,
-            level=data_cfg.level,
-            max_size=data_cfg.max_vocab,
-            min_freq=data_cfg.min_freq,
-        )
+        if data_cfg.level == "word":
+            words = tokenize_text(train_text, "word")
+            vocab = Vocab.build(
+                words, level="word", max_size=data_cfg.max_vocab, min_freq=data_cfg.min_freq
+            )
+        else:
+            vocab = Vocab.build(train_text, level="char")
         log.info("data: %s; vocabulary of %d %ss", where, len(vocab), data_cfg.level)
-        model = LanguageModel(model_cfg, vocab).to(device)
+        model = build_language_model(model_cfg, vocab).to(device)
         training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
         return model, training
 
     def _training(self, model, vocab, train_text, valid_text, data_cfg, train_cfg):
-        train_ids = torch.tensor(vocab.encode(train_text, unknown="unk"), dtype=torch.long)
-        valid_ids = torch.tensor(vocab.encode(valid_text, unknown="unk"), dtype=torch.long)
+        train_ids = torch.tensor(vocab.encode(model.tokens(train_text), unknown="unk"))
+        valid_ids = torch.tensor(vocab.encode(model.tokens(valid_text), unknown="unk"))
         return LanguageModelTraining(
             model, train_ids, valid_ids, train_cfg.batch_size, data_cfg.bptt
         )
@@ -577,7 +740,7 @@ class _LanguageModelTask:
         from rnnkit.config import from_dict
 
         model_cfg = from_dict(LanguageModelConfig, saved["model"])
-        model = LanguageModel(model_cfg, vocab).to(device)
+        model = build_language_model(model_cfg, vocab).to(device)
         training = None
         if with_data:
             data_cfg = from_dict(LanguageModelData, saved["data"])
