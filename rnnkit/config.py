@@ -131,10 +131,14 @@ def read_config_file(path: str | Path, sections: dict[str, type]) -> dict[str, d
 
 
 def resolve(
-    namespace: argparse.Namespace, sections: dict[str, type], config_file: str | Path | None = None
+    namespace: argparse.Namespace,
+    sections: dict[str, type],
+    config_file: str | Path | None = None,
+    defaults: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Build each section's dataclass: defaults ← config file ← flags present on the command line."""
-    values: dict[str, dict[str, Any]] = {s: {} for s in sections}
+    """Build each section's dataclass: defaults (the dataclass's, then ``defaults``, e.g. a
+    task's own training defaults) ← config file ← flags present on the command line."""
+    values: dict[str, dict[str, Any]] = {s: dict((defaults or {}).get(s, {})) for s in sections}
     if config_file:
         for s, kv in read_config_file(config_file, sections).items():
             values[s].update(kv)

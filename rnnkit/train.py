@@ -78,7 +78,9 @@ class TrainConfig:
     minutes: float | None = field(
         default=None, metadata=_opt("stop after this much wall-clock time")
     )
-    eval_every: int = field(default=500, metadata=_opt("evaluate and checkpoint every N steps"))
+    eval_every: int = field(
+        default=500, metadata=_opt("evaluate and checkpoint every N steps (0 = once per epoch)")
+    )
     log_every: int = field(default=10, metadata=_opt("write training metrics every N steps"))
     patience: int = field(
         default=0, metadata=_opt("early stop after N evaluations without improvement (0 = off)")
@@ -370,7 +372,8 @@ def fit(
                 bar.set_postfix(postfix, refresh=False)
                 window_tokens, window_start, window_loss, window_steps = 0, now, 0.0, 0
 
-            if step % cfg.eval_every == 0 or finished:
+            # eval_every <= 0 means once per epoch
+            if step % (cfg.eval_every if cfg.eval_every > 0 else per_epoch) == 0 or finished:
                 last_eval = _evaluate(task, model, run, step, start, elapsed_before)
                 improved = last_eval["loss"] < best
                 if improved:
