@@ -710,8 +710,12 @@ def read_corpus(data: LanguageModelData) -> tuple[str, str, str]:
 
 
 class _LanguageModelTask:
+    """Language model: predict the next character or word (char-LSTM on Tiny Shakespeare by default)."""
+
     name = "lm"
     sections = {"model": LanguageModelConfig, "data": LanguageModelData}
+    # the main job: ≈ 8 minutes on 2 CPU cores, validation ≈ 1.4 nats/char on Tiny Shakespeare
+    defaults = {"train": {"epochs": 10, "eval_every": 250}}
 
     def build(self, configs: dict[str, Any], train_cfg, device):
         model_cfg: LanguageModelConfig = configs["model"]
