@@ -224,10 +224,14 @@ def fit(
     """
     from tqdm.auto import tqdm
 
+    from rnnkit.distributed import Dist
+
+    group = Dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg)
+    trained = group.wrap(model, device)  # DistributedDataParallel under torchrun
     per_epoch = task.batches_per_epoch()
     budgets = [cfg.max_steps] if cfg.max_steps else []
     if cfg.epochs:
@@ -246,16 +250,27 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         step, best, stale = int(saved["step"]), float(saved["best"]), int(saved["stale"])
         plateau, elapsed_before = float(saved["plateau"]), float(saved["elapsed"])
-        task.load_carried_state({k: v.to(device) for k, v in saved["carried"].items()})
-        restore_rng_state(saved["rng"])
-        # drop what the interrupted process logged after its last checkpoint: those steps rerun
-        kept = [r for r in run.read_metrics() if r.get("step", 0) <= step]
-        atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        if len(saved["rng"]) != group.world:
+            raise TrainingError(
+                f"{run.trainer_path} was written by {len(saved['rng'])} process(es); resume it "
+                f"with the same number (this job has {group.world})"
+            )
+        carried = saved["carried"][group.rank]
+        task.load_carried_state({k: v.to(device) for k, v in carried.items()})
+        restore_rng_state(saved["rng"][group.rank])
+        if group.is_main:  # drop what the interrupted run logged after its last checkpoint
+            kept = [r for r in run.read_metrics() if r.get("step", 0) <= step]
+            atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         log.info("resumed %s at step %d", run.path, step)
     else:
         seed_everything(cfg.seed)
 
     def checkpoint(tag_best: bool) -> None:
+        # every rank's RNG and carried state, so each rank resumes exactly where it was
+        rngs = group.gather(capture_rng_state())
+        carried = group.gather({k: v.detach().cpu() for k, v in task.carried_state().items()})
+        if not group.is_main:
+            return
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         trainer_state = {
             "model": state,
@@ -265,8 +280,9 @@ def fit(
             "stale": stale,
             "plateau": plateau,
             "elapsed": elapsed_before + (time.monotonic() - start),
-            "carried": {k: v.detach().cpu() for k, v in task.carried_state().items()},
-            "rng": capture_rng_state(),
+            "carried": carried,
+            "rng": rngs,
+            "world_size": group.world,
         }
         if tag_best:
             run.save_checkpoint(state, None, tag="best")
@@ -284,7 +300,7 @@ def fit(
     bar = tqdm(
         total=total_steps,
         initial=step,
-        disable=not cfg.progress,
+        disable=not (cfg.progress and group.is_main),
         unit="step",
         dynamic_ncols=True,
         mininterval=0.5 if cfg.progress else 1e9,
@@ -298,7 +314,9 @@ def fit(
         while True:
             if total_steps is not None and step >= total_steps:
                 break
-            if time_budget and elapsed_before + time.monotonic() - start >= time_budget:
+            if time_budget and group.any_true(
+                elapsed_before + time.monotonic() - start >= time_budget
+            ):
                 stop_reason = "time"
                 break
             epoch, index = divmod(step, per_epoch)
@@ -307,8 +325,8 @@ def fit(
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, step, epoch, progress_fraction(), plateau)
             model.train()
-            loss, n_tokens = task.training_loss(model, task.batch(epoch, index))
-            if not _finite(loss.detach()):
+            loss, n_tokens = task.training_loss(trained, task.batch(epoch, index))
+            if not group.all_true(_finite(loss.detach())):
                 if cfg.on_nan == "stop":
                     raise TrainingError(
                         f"non-finite loss ({loss.item()}) at step {step + 1}; stopped. The last "
@@ -344,24 +362,26 @@ def fit(
             bar.update(1)
 
             finished = (total_steps is not None and step >= total_steps) or (
-                time_budget is not None and elapsed_before + time.monotonic() - start >= time_budget
+                time_budget is not None
+                and group.any_true(elapsed_before + time.monotonic() - start >= time_budget)
             )
             if step % cfg.log_every == 0 or step == 1 or finished:
                 now = time.monotonic()
-                rate = window_tokens / max(now - window_start, 1e-9)
-                mean_loss = window_loss / window_steps
-                run.log_metrics(
-                    {
-                        "kind": "train",
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": mean_loss,
-                        "grad_norm": float(norm),
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "tokens_per_s": rate,
-                        "time": elapsed_before + now - start,
-                    }
-                )
+                rate = group.sum(window_tokens / max(now - window_start, 1e-9))
+                mean_loss = group.mean(window_loss / window_steps)
+                if group.is_main:
+                    run.log_metrics(
+                        {
+                            "kind": "train",
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": mean_loss,
+                            "grad_norm": float(norm),
+                            "lr": optimizer.param_groups[0]["lr"],
+                            "tokens_per_s": rate,
+                            "time": elapsed_before + now - start,
+                        }
+                    )
                 postfix = {
                     "loss": f"{mean_loss:.3f}",
                     "bits": f"{mean_loss / math.log(2):.3f}",
@@ -374,7 +394,7 @@ def fit(
 
             # eval_every <= 0 means once per epoch
             if step % (cfg.eval_every if cfg.eval_every > 0 else per_epoch) == 0 or finished:
-                last_eval = _evaluate(task, model, run, step, start, elapsed_before)
+                last_eval = _evaluate(task, model, run, step, start, elapsed_before, group)
                 improved = last_eval["loss"] < best
                 if improved:
                     best, stale = last_eval["loss"], 0
@@ -391,12 +411,13 @@ def fit(
     finally:
         bar.close()
     if not last_eval or last_eval.get("step") != step:  # a time budget ended between evaluations
-        last_eval = _evaluate(task, model, run, step, start, elapsed_before)
+        last_eval = _evaluate(task, model, run, step, start, elapsed_before, group)
         improved = last_eval["loss"] < best
         best = min(best, last_eval["loss"])
         checkpoint(tag_best=improved)
     try:
-        _plot_curves(run)
+        if group.is_main:
+            _plot_curves(run)
     except Exception as e:  # a plot must never lose a finished run
         log.warning("could not draw loss.png: %s", e)
     return {
@@ -409,16 +430,18 @@ def fit(
     }
 
 
-def _evaluate(task, model, run, step, start, elapsed_before) -> dict[str, float]:
+def _evaluate(task, model, run, step, start, elapsed_before, group) -> dict[str, float]:
+    """Validation metrics (every rank computes the same numbers; rank 0 logs them)."""
     model.eval()
     with torch.no_grad():
         metrics = task.evaluate(model)
     metrics = {**metrics, "step": step}
-    run.log_metrics(
-        {
-            "kind": "eval",
-            **{("val_" + k if k != "step" else k): v for k, v in metrics.items()},
-            "time": elapsed_before + time.monotonic() - start,
-        }
-    )
+    if group.is_main:
+        run.log_metrics(
+            {
+                "kind": "eval",
+                **{("val_" + k if k != "step" else k): v for k, v in metrics.items()},
+                "time": elapsed_before + time.monotonic() - start,
+            }
+        )
     return metrics

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from rnnkit.data.batching import StreamBatches
 from rnnkit.data.readers import TINY_SHAKESPEARE, bundled_path, read_text, split_text
 from rnnkit.data.vocab import EOS, Vocab
+from rnnkit.distributed import Dist
 from rnnkit.errors import DataError
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.regularizers import norm_stabilizer
@@ -608,6 +609,11 @@ class LanguageModelTraining:
     Each epoch starts from a zero state at a slightly different offset into the text (so window
     boundaries move between epochs); within an epoch the state flows from window to window and is
     detached at each boundary.
+
+    Under ``torchrun`` the ``batch_size`` streams are split between the ranks: rank r trains on
+    streams r·b … (r+1)·b − 1 (b = batch_size / world size), its own contiguous slices of the
+    text, so each rank's carried state stays consistent and DDP's gradient average equals the
+    single-process gradient of the whole batch.
     """
 
     tokens_name = "tok"
@@ -621,6 +627,14 @@ class LanguageModelTraining:
         self.batch_size = batch_size
         self.bptt = bptt
         self.state = None
+        group = Dist()
+        if batch_size % group.world:
+            raise DataError(
+                f"batch_size {batch_size} is the global batch and must divide evenly between "
+                f"{group.world} processes"
+            )
+        per_rank = batch_size // group.world
+        self._rows = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
         self._epoch = -1
         self._streams: StreamBatches | None = None
         # the fewest full windows any epoch offset yields: every epoch has this many steps
@@ -651,10 +665,11 @@ class LanguageModelTraining:
         self.state = None
 
     def batch(self, epoch: int, index: int):
-        return self._streams_for(epoch).window(index)
+        inputs, targets = self._streams_for(epoch).window(index)
+        return inputs[self._rows], targets[self._rows]  # this rank's streams
 
     def training_loss(self, model: LanguageModel, batch) -> tuple[Tensor, int]:
-        inputs, targets = (t.to(model.device) for t in batch)
+        inputs, targets = (t.to(self.model.device) for t in batch)
         out = model(inputs, self.state, targets)
         self.state = detach_state(out.state)  # carry the values, cut the graph
         return out.loss, targets.numel()
