@@ -76,7 +76,7 @@ class TrainConfig:
         default=None, metadata=_opt("stop after this many passes over the data")
     )
     minutes: float | None = field(
-        default=None, metadata=_opt("stop after this much wall-clock time")
+        default=None, metadata=_opt("stop after this much wall-clock time (none = no limit)")
     )
     eval_every: int = field(
         default=500, metadata=_opt("evaluate and checkpoint every N steps (0 = once per epoch)")

@@ -242,32 +242,11 @@ def _comparable(run: Path) -> list[tuple]:
 
 
 def _train_cmd(corpus, out, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "rnnkit",
-        "-q",
-        "train",
-        "lm",
-        "--data",
-        str(corpus),
-        "--out",
-        str(out),
-        "--max-steps",
-        "120",
-        "--eval-every",
-        "10",
-        "--log-every",
-        "5",
-        "--threads",
-        "1",
-        *TINY,
-        "--dropout",
-        "0.2",
-        "--num-layers",
-        "2",
-        *extra,
-    ]
+    # no time budget (--minutes none): a wall-clock schedule could not repeat bit for bit
+    flags = "--max-steps 120 --eval-every 10 --log-every 5 --threads 1 --minutes none"
+    flags += " --dropout 0.2 --num-layers 2"
+    return [sys.executable, "-m", "rnnkit", "-q", "train", "lm", "--data", str(corpus),
+            "--out", str(out), *TINY, *flags.split(), *extra]
 
 
 def test_sigkill_after_checkpoint_then_resume_is_bit_for_bit(tmp_path, corpus):
