@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit import fast as _fast
 from rnnkit.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 from rnnkit.state import LSTMState, as_lstm_state, map_state
 
@@ -103,6 +104,7 @@ def run_direction(
     zoneout: float = 0.0,
     training: bool = False,
     return_cell_states: bool = False,
+    fast: bool = True,
 ):
     """Run ``cell`` over ``x (B, T, I)`` from ``state``; returns ``(y (B, T, H), final_state, cs)``.
 
@@ -110,7 +112,14 @@ def run_direction(
     the end are zero, and ``final_state`` is the state after the last valid step. ``reverse`` reads
     each sequence back to front within its own length. ``cs`` is every step's cell state
     ``(B, T, H)`` when ``return_cell_states`` (LSTM), else None.
+
+    With ``fast`` (the default) rnnkit's cells run on :mod:`rnnkit.fast` (hand-written BPTT, equal
+    to rounding); the loop below is the reference it is tested against.
     """
+    if fast and _fast.supports(cell):
+        return _fast.run_direction(
+            cell, x, state, lengths, reverse, params, zoneout, training, return_cell_states
+        )
     if reverse:
         x = reverse_padded(x, lengths)
     xp = cell.project_input(x, params)  # (B, T, G·H): one GEMM for every step
@@ -276,6 +285,8 @@ class RecurrentLayer(nn.Module):
         # Set False to force the reference time loop even where the fused kernel applies
         # (tests and benchmarks use it to compare the two paths).
         self.allow_fused = True
+        # Set False to run the reference loop instead of rnnkit.fast (hand-written BPTT).
+        self.allow_fast = True
         num_directions = 2 if bidirectional else 1
         kw = {"device": device, "dtype": dtype}
 
@@ -334,6 +345,9 @@ class RecurrentLayer(nn.Module):
             return False
         if isinstance(cell, GRUCell) and not cell.reset_after:
             return False
+        device = getattr(self, self._param_names[0][0][1]).device
+        if self.allow_fast and _fast.prefers_fast(self.mode, cell, device):
+            return False  # e.g. torch's GRU on CPU is a per-step loop the fast path beats
         return self.allow_fused and not self.zoneout and not self.return_cell_states
 
     # -- forward ------------------------------------------------------------------------------
@@ -467,6 +481,7 @@ class RecurrentLayer(nn.Module):
                     zoneout=self.zoneout,
                     training=self.training,
                     return_cell_states=want_cs,
+                    fast=self.allow_fast,
                 )
                 outs.append(y)
                 cell_states.append(c)

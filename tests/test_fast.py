@@ -1,0 +1,233 @@
+"""The fast path (rnnkit.fast) against the reference time loop, in float64.
+
+Every supported cell option runs through a stacked bidirectional layer twice, once on the fast path
+and once on the reference loop (``allow_fast = False``), with and without lengths; outputs, final
+states and the gradients of every parameter, the input and the initial state must agree. The
+autograd Functions also pass ``gradcheck`` on their own, and the fp32 (oneDNN) GEMMs are checked
+at fp32 precision.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import fast
+
+DT = torch.float64
+I, H, B, T = 3, 5, 4, 6
+LENGTHS = [6, 2, 4, 1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny shapes gain nothing from threads, and a busy machine makes idle threads costly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CONFIGS = {
+    "rnn_tanh": (rnnkit.RNN, {}),
+    "rnn_relu_identity": (rnnkit.RNN, {"nonlinearity": "relu", "init": "identity"}),
+    "rnn_layer_norm": (rnnkit.RNN, {"layer_norm": True}),
+    "lstm": (rnnkit.LSTM, {}),
+    "lstm_peephole": (rnnkit.LSTM, {"peephole": True}),
+    "lstm_layer_norm": (rnnkit.LSTM, {"layer_norm": True}),
+    "lstm_both": (rnnkit.LSTM, {"peephole": True, "layer_norm": True}),
+    "lstm_peephole_no_bias": (rnnkit.LSTM, {"peephole": True, "bias": False}),
+    "gru": (rnnkit.GRU, {}),
+    "gru_layer_norm": (rnnkit.GRU, {"layer_norm": True}),
+    "gru_reset_before": (rnnkit.GRU, {"reset_after": False}),
+    "gru_reset_before_layer_norm": (rnnkit.GRU, {"reset_after": False, "layer_norm": True}),
+    "gru_reset_before_no_bias": (rnnkit.GRU, {"reset_after": False, "bias": False}),
+}
+
+
+def _layer(name, fast_on, dtype=DT, **extra):
+    cls, kw = CONFIGS[name]
+    torch.manual_seed(0)
+    layer = cls(
+        I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=dtype, **kw, **extra
+    )
+    with torch.no_grad():  # move LN gains/shifts and peepholes off their initial values
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    layer.allow_fused = False
+    layer.allow_fast = fast_on
+    return layer
+
+
+def _run(layer, lengths=None, training=False, dtype=DT):
+    """Outputs (y, final state(s)[, cell states]) and the gradients of a random linear loss."""
+    layer.train(training)
+    torch.manual_seed(1)
+    x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(4, B, H, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(4, B, H, dtype=dtype, requires_grad=True)
+    is_lstm = isinstance(layer, rnnkit.LSTM)
+    inputs = [x, h0, c0] if is_lstm else [x, h0]
+    torch.manual_seed(2)  # zoneout / weight-drop masks: the same draws on both paths
+    out = layer(x, (h0, c0) if is_lstm else h0, lengths=lengths)
+    tensors = [out[0], *(out[1] if is_lstm else [out[1]]), *out[2:]]
+    torch.manual_seed(3)
+    loss = sum((torch.randn_like(t) * t).sum() for t in tensors)
+    loss.backward()
+    grads = [t.grad for t in inputs] + [p.grad for p in layer.parameters()]
+    return tensors, grads
+
+
+def _assert_same(a, b, rtol=1e-10, atol=1e-10):
+    assert len(a) == len(b)
+    for k, (u, v) in enumerate(zip(a, b)):
+        torch.testing.assert_close(u, v, rtol=rtol, atol=atol, msg=f"tensor {k}")
+
+
+@pytest.mark.parametrize("name,use_lengths", list(itertools.product(CONFIGS, [False, True])))
+def test_fast_path_equals_reference_loop(name, use_lengths):
+    lengths = LENGTHS if use_lengths else None
+    out_f, grads_f = _run(_layer(name, True), lengths)
+    out_r, grads_r = _run(_layer(name, False), lengths)
+    _assert_same(out_f, out_r)
+    _assert_same(grads_f, grads_r)
+
+
+@pytest.mark.parametrize(
+    "name,extra,training",
+    [
+        ("gru", {"zoneout": 0.3}, True),
+        ("gru", {"zoneout": 0.3}, False),
+        ("rnn_relu_identity", {"zoneout": 0.2}, True),
+        ("lstm_layer_norm", {"zoneout": 0.3}, True),
+        ("lstm_peephole", {"zoneout": 0.3}, False),
+        ("lstm_both", {"weight_drop": 0.4}, True),
+        ("gru_reset_before", {"weight_drop": 0.4, "zoneout": 0.1}, True),
+        ("lstm_layer_norm", {"return_cell_states": True}, False),
+        ("lstm_peephole", {"learn_init_state": True, "zoneout": 0.2}, True),
+    ],
+)
+def test_fast_path_extras_equal_reference_loop(name, extra, training):
+    for lengths in (None, LENGTHS):
+        out_f, grads_f = _run(_layer(name, True, **extra), lengths, training)
+        out_r, grads_r = _run(_layer(name, False, **extra), lengths, training)
+        _assert_same(out_f, out_r)
+        _assert_same(grads_f, grads_r)
+
+
+def test_recurrent_module_uses_fast_path_and_matches_reference():
+    cell = rnnkit.LSTMCell(I, H, layer_norm=True, peephole=True, dtype=DT)
+    x = torch.randn(B, T, I, dtype=DT)
+    lengths = torch.tensor(LENGTHS)
+    state = cell.init_state(B)
+    for reverse in (False, True):
+        y_f, s_f, _ = rnnkit.layers.run_direction(cell, x, state, lengths, reverse, fast=True)
+        y_r, s_r, _ = rnnkit.layers.run_direction(cell, x, state, lengths, reverse, fast=False)
+        _assert_same([y_f, *s_f], [y_r, *s_r])
+
+
+@pytest.mark.parametrize("name", ["lstm_both", "gru_layer_norm", "gru_reset_before", "rnn_tanh"])
+def test_backward_twice_with_retained_graph_gives_the_same_gradients(name):
+    """The backward must not consume what the forward saved (retain_graph, diagnostics)."""
+    layer = _layer(name, True)
+    x = torch.randn(B, T, I, dtype=DT, requires_grad=True)
+    loss = layer(x, lengths=LENGTHS)[0].square().sum()
+    first = torch.autograd.grad(loss, [x, *layer.parameters()], retain_graph=True)
+    second = torch.autograd.grad(loss, [x, *layer.parameters()])
+    _assert_same(first, second, rtol=0, atol=0)
+
+
+def test_dispatch_prefers_fast_path_on_cpu_for_gru_and_rnn_only():
+    assert not rnnkit.GRU(I, H)._fusable
+    assert not rnnkit.RNN(I, H, nonlinearity="relu")._fusable
+    assert rnnkit.LSTM(I, H)._fusable  # oneDNN's fused LSTM stays
+    layer = rnnkit.GRU(I, H)
+    layer.allow_fast = False
+    assert layer._fusable
+    assert fast.layer_supported(rnnkit.LSTM(I, H, layer_norm=True))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rnn_tanh",
+        "lstm_both",
+        "lstm_peephole",
+        "gru",
+        "gru_reset_before",
+        "gru_reset_before_layer_norm",
+    ],
+)
+def test_float32_fast_path_matches_reference(name):
+    """fp32 runs the oneDNN GEMMs (where available): equal to fp32 rounding."""
+    out_f, grads_f = _run(_layer(name, True, dtype=torch.float32), LENGTHS, dtype=torch.float32)
+    out_r, grads_r = _run(_layer(name, False, dtype=torch.float32), LENGTHS, dtype=torch.float32)
+    _assert_same(out_f, out_r, rtol=1e-4, atol=1e-5)
+    _assert_same(grads_f, grads_r, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradcheck of the autograd Functions on their own
+# ---------------------------------------------------------------------------------------------
+def _params(names_sizes):
+    return {
+        name: (torch.randn(*size, dtype=DT) * 0.5).requires_grad_() for name, size in names_sizes
+    }
+
+
+def _alpha(kind, shape):
+    if kind is None:
+        return None
+    if kind == "mask":
+        return (torch.arange(shape[0]).view(-1, 1, 1) < torch.tensor([3, 1]).view(1, -1, 1)).to(DT)
+    return torch.rand(shape, dtype=DT)  # any blend coefficients in [0, 1]
+
+
+GRAD_T, GRAD_B, GRAD_H = 3, 2, 3
+
+
+@pytest.mark.parametrize(
+    "family,options,alpha",
+    [
+        ("rnn", {"nonlinearity": "tanh"}, None),
+        ("rnn", {"nonlinearity": "relu"}, "mask"),
+        ("rnn", {"nonlinearity": "tanh", "layer_norm": True}, "rand"),
+        ("lstm", {}, None),
+        ("lstm", {"peephole": True}, "rand"),
+        ("lstm", {"layer_norm": True}, "mask"),
+        ("lstm", {"peephole": True, "layer_norm": True}, "rand"),
+        ("gru", {"reset_after": True}, None),
+        ("gru", {"reset_after": True, "layer_norm": True}, "rand"),
+        ("gru", {"reset_after": False}, "mask"),
+        ("gru", {"reset_after": False, "layer_norm": True}, "rand"),
+    ],
+)
+def test_functions_pass_gradcheck(family, options, alpha):
+    torch.manual_seed(7)
+    Tn, Bn, Hn = GRAD_T, GRAD_B, GRAD_H
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[family] * Hn
+    sizes = [("weight_hh", (gates, Hn)), ("bias_hh", (gates,))]
+    if options.get("layer_norm"):
+        sizes += [("ln_hh_weight", (gates,)), ("ln_hh_bias", (gates,))]
+        if family == "lstm":
+            sizes += [("ln_c_weight", (Hn,)), ("ln_c_bias", (Hn,))]
+    if options.get("peephole"):
+        sizes += [(f"weight_c{g}", (Hn,)) for g in "ifo"]
+    params = _params(sizes)
+    names = list(params)
+    xp = torch.randn(Tn, Bn, gates, dtype=DT, requires_grad=True)
+    h0 = torch.randn(Bn, Hn, dtype=DT, requires_grad=True)
+    c0 = torch.randn(Bn, Hn, dtype=DT, requires_grad=True)
+    a_h, a_c = _alpha(alpha, (Tn, Bn, Hn)), _alpha(alpha, (Tn, Bn, Hn))
+
+    def f(xp, h0, c0, *values):
+        p = dict(zip(names, values))
+        if family == "lstm":
+            return fast.lstm_sequence(xp, h0, c0, p, alpha_h=a_h, alpha_c=a_c, **options)
+        if family == "gru":
+            return fast.gru_sequence(xp, h0, p, alpha=a_h, **options)
+        return fast.rnn_sequence(xp, h0, p, alpha=a_h, **options)
+
+    inputs = (xp, h0, c0, *params.values())
+    assert torch.autograd.gradcheck(f, inputs)
