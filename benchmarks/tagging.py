@@ -1,0 +1,74 @@
+"""Sequence tagging quality: UD English EWT POS tags and WNUT-17 named entities.
+
+Trains, one after the other, each configuration below from its recipe in `recipes/` (plus the
+flags listed), evaluates the checkpoint with the best dev loss on the dev split, and prints one
+table: token accuracy, entity precision / recall / F1 (WNUT-17), parameters and wall time. Runs
+are kept under `--out`; a run directory that already exists is evaluated again, not retrained.
+
+* UD EWT UPOS: the BiLSTM tagger with and without the character-level word vector and with and
+  without the CRF output layer (four runs);
+* WNUT-17: the BiLSTM-CNN tagger with and without the (BIO-constrained) CRF.
+
+    python benchmarks/tagging.py                              # everything (≈ 1 h on 2 CPU cores)
+    python benchmarks/tagging.py --only ud-char,ud-char-crf --minutes 8
+    python benchmarks/tagging.py --dry-run                    # two steps each: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from classify import ROOT, train_and_evaluate  # the shared train-then-evaluate step
+
+#: (name, task, recipe, extra flags, which checkpoint to evaluate)
+CONFIGS = [
+    ("ud-char", "tag", "ud_pos.toml", [], "best"),
+    ("ud-char-crf", "tag", "ud_pos.toml", ["--crf"], "best"),
+    ("ud-word", "tag", "ud_pos.toml", ["--char-repr", "none"], "best"),
+    ("ud-word-crf", "tag", "ud_pos.toml", ["--char-repr", "none", "--crf"], "best"),
+    ("wnut-crf", "tag", "wnut17.toml", [], "best"),
+    ("wnut-softmax", "tag", "wnut17.toml", ["--no-crf"], "best"),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", default=str(ROOT / "runs" / "tagging-benchmark"))
+    p.add_argument(
+        "--only", help="comma-separated names to run: " + ", ".join(c[0] for c in CONFIGS)
+    )
+    p.add_argument("--minutes", type=float, help="cap every run at this many minutes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="two steps per run (smoke test)")
+    args = p.parse_args()
+
+    rows = []
+    for name, task, recipe, extra, tag in CONFIGS:
+        if args.only and name not in args.only.split(","):
+            continue
+        out = Path(args.out) / name
+        rows.append(
+            train_and_evaluate(
+                name, task, recipe, extra, tag, out, args.minutes, args.dry_run, args.threads
+            )
+        )
+    print(
+        f"\n{'model':<14} {'accuracy':>9} {'ent. P':>7} {'ent. R':>7} {'ent. F1':>7} "
+        f"{'params':>10} {'min':>6}"
+    )
+    for r in rows:
+        ents = (
+            f"{r['precision']:>7.4f} {r['recall']:>7.4f} {r['f1']:>7.4f}"
+            if "f1" in r
+            else f"{'–':>7} {'–':>7} {'–':>7}"
+        )
+        print(
+            f"{r['name']:<14} {r['accuracy']:>9.2%} {ents} {r['params']:>10,} {r['minutes']:>6.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
