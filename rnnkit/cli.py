@@ -1,6 +1,6 @@
 """The ``rnnkit`` command: a thin argparse front over the library.
 
-Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``. Settings resolve as
+Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``, ``forecast``, ``classify``, ``tag``. Settings resolve as
 defaults → ``--config FILE`` (TOML) → flags; the resolved config is printed and saved in the run.
 Every inference verb takes ``--json`` and then prints one JSON object per input.
 
@@ -39,6 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.checkpoint import RunDir, default_run_dir
     from rnnkit.config import from_dict, resolve, to_dict
     from rnnkit.data.vocab import Vocab
+    from rnnkit.distributed import init_from_env
     from rnnkit.tasks import get_task
     from rnnkit.train import TrainConfig, fit, seed_everything, select_device
 
@@ -57,35 +58,50 @@ def cmd_train(args: argparse.Namespace) -> int:
         other = [k for k in vars(args) if "." in k and not k.startswith("train.")]
         if other:
             raise UsageError(f"--resume keeps the run's model and data; cannot change {other[0]}")
-        device = select_device(train_cfg.device)
+        group, device = init_from_env(select_device(train_cfg.device))
         vocab = Vocab.load(run.vocab_path) if run.vocab_path.exists() else None
         model, training = task.restore(saved, vocab, device, train_cfg, with_data=True)
         saved["train"] = to_dict(train_cfg)
-        run.save_config(saved)
+        if group.is_main:
+            run.save_config(saved)
         log.info("resuming %s", run.path)
         resume = True
     else:
-        configs = resolve(args, sections, args.config)
+        configs = resolve(args, sections, args.config, getattr(task, "defaults", None))
         train_cfg = configs["train"]
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
-        device = select_device(train_cfg.device)
+        group, device = init_from_env(select_device(train_cfg.device))
         seed_everything(train_cfg.seed)  # the initial weights depend on the seed too
         model, training = task.build(configs, train_cfg, device)
-        run = RunDir.create(args.out or default_run_dir(task.name), exist_ok=False)
+        out = group.broadcast(str(args.out or default_run_dir(task.name)))  # one name for all
         saved = {"task": task.name, **{name: to_dict(cfg) for name, cfg in configs.items()}}
-        vocab = getattr(model, "vocab", None)
-        if vocab is not None:
-            vocab.save(run.vocab_path)
-        run.save_config(saved)
+        if group.is_main:
+            run = RunDir.create(out, exist_ok=False)
+            vocab = getattr(model, "vocab", None)
+            if vocab is not None:
+                vocab.save(run.vocab_path)
+            run.save_config(saved)
+        group.barrier()
+        run = RunDir(out)
         resume = False
     n_params = sum(p.numel() for p in model.parameters())
-    print(
-        json.dumps({k: v for k, v in saved.items() if k != "rnnkit_version"}, indent=2),
-        file=sys.stderr,
-    )
+    if group.is_main:
+        log.info(json.dumps({k: v for k, v in saved.items() if k != "rnnkit_version"}, indent=2))
     log.info("run directory: %s | %s parameters | device %s", run.path, f"{n_params:,}", device)
-    summary = fit(model, training, train_cfg, run, resume=resume)
+    if group.enabled and group.is_main:
+        log.info(
+            "global batch %d = %d processes × %d sequences",
+            train_cfg.batch_size,
+            group.world,
+            train_cfg.batch_size // group.world,
+        )
+    try:
+        summary = fit(model, training, train_cfg, run, resume=resume)
+    finally:
+        group.close()
+    if not group.is_main:
+        return 0
     last = summary["last"]
     line = (
         f"done: {summary['steps']} steps in {summary['seconds']:.0f} s ({summary['stop_reason']}); "
@@ -112,6 +128,10 @@ def _unknown(args) -> str:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     model = _load(args)
+    from rnnkit.tasks.music import MusicModel, generate_command
+
+    if isinstance(model, MusicModel) or args.tunes is not None:
+        return generate_command(model, args)  # whole tunes: ABC, MIDI, WAV (tasks/music.py)
     if args.length < 0:
         raise UsageError("--length must be >= 0")
     stream = None if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
@@ -195,6 +215,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rnnkit.data.readers import read_text
 
     model = _load(args)
+    if hasattr(model, "evaluate_file"):  # classification, tagging: metrics on labelled data
+        result = model.evaluate_file(args.data, confusion=args.confusion, encoding=args.encoding)
+        print(json.dumps(result) if args.json else model.format_evaluation(result))
+        return 0
     if args.data:
         text, where = read_text(args.data, args.encoding), args.data
     else:
@@ -221,6 +245,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{where}: {m['tokens']:,} {unit}s, loss {m['loss']:.4f} nats/{unit}, "
             f"{m['bits']:.4f} bits/{unit}, perplexity {m['perplexity']:.3f}"
         )
+    return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.forecaster import Forecaster, forecast_report, format_report
+
+    model = _load(args)
+    if not isinstance(model, Forecaster):
+        raise UsageError(f"{args.run} is not a forecast run")
+    report = forecast_report(
+        model,
+        data=args.data,
+        horizon=args.horizon,
+        origin=args.origin,
+        series=args.series,
+        level=args.level,
+        samples=args.samples,
+        seed=args.seed,
+        plot=args.plot,
+        evaluate=args.evaluate,
+    )
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.classifier import Classifier, format_prediction
+
+    model = _load(args)
+    if not isinstance(model, Classifier):
+        raise UsageError(f"{args.run} is not a classify run")
+    for r in model.predict(_texts(args)):
+        print(json.dumps(r) if args.json else format_prediction(r))
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.tagger import Tagger
+
+    model = _load(args)
+    if not isinstance(model, Tagger):
+        raise UsageError(f"{args.run} is not a tag run")
+    for r in model.tag(_texts(args)):
+        print(json.dumps(r) if args.json else model.format_tagged(r))
     return 0
 
 
@@ -289,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--drop-unknown", action="store_true", help="drop prompt characters outside the vocabulary"
     )
+    from rnnkit.tasks.music import add_generate_flags
+
+    add_generate_flags(g)  # music runs: --tunes --out --midi --wav --png --key --meter --title
     g.set_defaults(func=cmd_generate)
 
     s = verbs.add_parser("score", help="log-probability, bits per token and perplexity of texts")
@@ -317,18 +388,52 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the run's validation split)",
     )
     e.add_argument("--encoding", default="utf-8", help="text encoding of --data")
+    e.add_argument(
+        "--confusion", metavar="PNG", help="classify/tag runs: draw the confusion matrix here"
+    )
     e.set_defaults(func=cmd_evaluate)
+
+    k = verbs.add_parser("classify", help="class probabilities of texts (or rows of numbers)")
+    _run_options(k)
+    k.add_argument("text", nargs="*", metavar="TEXT", help="inputs to classify")
+    k.add_argument("--file", help="classify every non-empty line of this file")
+    k.set_defaults(func=cmd_classify)
+
+    t = verbs.add_parser("tag", help="tag every token of whitespace-tokenised sentences")
+    _run_options(t)
+    t.add_argument("text", nargs="*", metavar="SENTENCE", help="sentences, tokens split by spaces")
+    t.add_argument("--file", help="tag every non-empty line of this file")
+    t.set_defaults(func=cmd_tag)
+
+    f = verbs.add_parser("forecast", help="forecast a numeric series with a forecast run")
+    _run_options(f)
+    f.add_argument(
+        "--data", help="CSV/TSV file with the run's columns, or 'ball' (default: the run's data)"
+    )
+    f.add_argument("--horizon", type=int, default=None, help="steps ahead (default: the run's)")
+    f.add_argument(
+        "--origin", help="forecast after this row number or date (default: the last row)"
+    )
+    f.add_argument("--series", type=int, default=0, help="ball: which test trajectory")
+    f.add_argument("--level", type=float, default=0.8, help="central interval (default 0.8)")
+    f.add_argument("--samples", type=int, default=200, help="Monte-Carlo paths for intervals")
+    f.add_argument("--seed", type=int, default=0, help="seed of the sample paths")
+    f.add_argument("--plot", metavar="PNG", help="draw history, forecast, interval and truth")
+    f.add_argument(
+        "--evaluate", action="store_true", help="also compare with the baselines on the test part"
+    )
+    f.set_defaults(func=cmd_forecast)
+
+    from rnnkit.diagnostics import add_diagnostic_verbs
+
+    add_diagnostic_verbs(verbs)  # diagnose gradients, bench memory
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(logging.WARNING if args.quiet else logging.INFO)
     from rnnkit.train import TrainingError
 
     try:
@@ -347,6 +452,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _configure_logging(level: int) -> None:
+    """rnnkit's messages go to stderr as plain lines; the CLI owns this one handler."""
+    logger = logging.getLogger("rnnkit")
+    for h in list(logger.handlers):
+        if getattr(h, "_rnnkit_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._rnnkit_cli = True
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def _one_line(e: BaseException) -> str:

@@ -15,6 +15,10 @@ __all__ = ["Output", "TASK_MODULES", "get_task"]
 #: ``rnnkit train <name>`` → the module that implements it.
 TASK_MODULES: dict[str, str] = {
     "lm": "rnnkit.tasks.language_model",
+    "forecast": "rnnkit.tasks.forecaster",
+    "music": "rnnkit.tasks.music",
+    "classify": "rnnkit.tasks.classifier",
+    "tag": "rnnkit.tasks.tagger",
 }
 
 
