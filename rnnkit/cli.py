@@ -130,6 +130,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = _load(args)
     from rnnkit.tasks.music import MusicModel, generate_command
 
+    if args.temperature is None:
+        args.temperature = getattr(model, "default_temperature", 0.8)
     if isinstance(model, MusicModel) or args.tunes is not None:
         return generate_command(model, args)  # whole tunes: ABC, MIDI, WAV (tasks/music.py)
     if args.length < 0:
@@ -350,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(g)
     g.add_argument("--prompt", default="", help="text to continue (default: a line start)")
     g.add_argument("--length", type=int, default=500, help="tokens to sample (default 500)")
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="0 = greedy (default: the model's own, 0.8 for text, 0.6 for tunes)",
+    )
     g.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     g.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
