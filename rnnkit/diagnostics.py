@@ -132,7 +132,7 @@ def copy_task(
     batch_size: int,
     length: int,
     generator: torch.Generator | None = None,
-    symbols: int = 5,
+    symbols: int = 3,
     alphabet: int = 8,
 ) -> tuple[Tensor, Tensor]:
     """The copy task: one-hot ``x (B, S+T+1+S, K+2)`` and the symbols to recall ``y (B, S)``.
@@ -238,7 +238,7 @@ class MemoryConfig:
     seed: int = 0
     stop_on_success: bool = True
     noise: float = 1.0  # bit task: std of the distracting inputs
-    copy_symbols: int = 5
+    copy_symbols: int = 3
     copy_alphabet: int = 8
 
 
@@ -551,16 +551,25 @@ def step_jacobians(layer: RecurrentLayer, x: Tensor, states: Tensor) -> Tensor:
     ``x (B, T, I)`` are the inputs and ``states (B, T+1, S)`` the flattened states s_0 … s_T
     (S = H, or 2H for an LSTM's (h, c); summed over stacked layers). Each J_t (S × S) is computed
     with ``torch.func.jacrev`` through the cell's step, vectorised over batch and time with
-    ``vmap``; its spectral norm is the largest singular value.
+    ``vmap``; its spectral norm is the largest singular value. Jacobians are made and reduced a
+    chunk at a time (about 64 MB each), so memory stays bounded for wide layers.
     """
-    jac = step_jacobian_matrices(layer, x, states)  # (B, T, S, S)
-    return torch.linalg.matrix_norm(jac, ord=2)
+    norms = [torch.linalg.matrix_norm(j, ord=2) for j in _jacobian_chunks(layer, x, states)]
+    return torch.cat(norms).reshape(x.shape[:2])
 
 
-def step_jacobian_matrices(
-    layer: RecurrentLayer, x: Tensor, states: Tensor, chunk: int = 256
-) -> Tensor:
-    """The step Jacobians J_t = ∂s_t/∂s_{t−1} themselves: ``(B, T, S, S)`` (see :func:`step_jacobians`)."""
+def step_jacobian_matrices(layer: RecurrentLayer, x: Tensor, states: Tensor) -> Tensor:
+    """The step Jacobians J_t = ∂s_t/∂s_{t−1} themselves: ``(B, T, S, S)``.
+
+    See :func:`step_jacobians`; meant for small layers (B·T·S² numbers are kept).
+    """
+    jac = torch.cat(list(_jacobian_chunks(layer, x, states)))
+    S = states.shape[-1]
+    return jac.reshape(*x.shape[:2], S, S)
+
+
+def _jacobian_chunks(layer: RecurrentLayer, x: Tensor, states: Tensor):
+    """Yield the step Jacobians of all (b, t) in order, as ``(n, S, S)`` chunks."""
     from torch.func import jacrev, vmap
 
     cells = _layer_cells(layer)
@@ -573,13 +582,12 @@ def step_jacobian_matrices(
 
     s_prev = states[:, :-1].detach().reshape(B * T, -1)  # (B·T, S)
     inputs = x.detach().reshape(B * T, -1)  # (B·T, I)
+    S = s_prev.shape[-1]
+    chunk = max(1, 2**26 // (S * S * s_prev.element_size()))
     jac_fn = vmap(jacrev(transition, argnums=0))
     with torch.no_grad():
-        parts = [
-            jac_fn(s_prev[k : k + chunk], inputs[k : k + chunk]) for k in range(0, B * T, chunk)
-        ]
-    S = s_prev.shape[-1]
-    return torch.cat(parts).reshape(B, T, S, S)
+        for k in range(0, B * T, chunk):
+            yield jac_fn(s_prev[k : k + chunk], inputs[k : k + chunk])  # (n, S, S)
 
 
 @dataclass
@@ -628,9 +636,10 @@ def gradient_flow(
     projection ℓ = u·h_T on a fixed random unit vector u, so ‖∂ℓ/∂h_T‖ = 1). Summing over the
     batch makes each sequence's gradient its own, so the norms are per sequence, then averaged.
 
-    Returns a :class:`GradientFlow`; the step-Jacobian norms use the first ``jacobian_batch``
-    sequences (0 skips them: nan). ``params`` (default: the layer's) are the parameters whose gradient of the
-    batch-mean loss is reported before and after clipping to ``clip``.
+    Returns a :class:`GradientFlow`. The step-Jacobian norms use the first ``jacobian_batch``
+    sequences (fewer when the state is wider than 128; 0 skips them, giving nan). ``params``
+    (default: the layer's) are the parameters whose gradient of the batch-mean loss is reported
+    before and after clipping to ``clip``.
     """
     cells = _layer_cells(layer)
     B, T = x.shape[:2]
@@ -694,7 +703,9 @@ def gradient_flow(
     for p in params:
         p.grad = None
 
-    n = min(B, jacobian_batch)
+    # an S × S SVD costs ~S³: wide states (a trained 256-unit LSTM has S = 512) use fewer sequences
+    S = sum(2 * cell.hidden_size if cell.is_lstm else cell.hidden_size for cell, _ in cells)
+    n = min(B, jacobian_batch, max(1, round(jacobian_batch * (128 / S) ** 2)))
     jacobian = [math.nan] * T
     if n > 0:
         traj = torch.stack(trajectory, 1)  # (B, T+1, S)
@@ -771,7 +782,7 @@ def plot_gradient_flow(flows: Sequence[GradientFlow], path: str | Path, title: s
     panels = (
         ("grad_state", "‖∂L_T/∂s_t‖ (state)"),
         ("grad_x", "‖∂L_T/∂x_t‖ (input)"),
-        ("jacobian", "‖∂s_t/∂s_{t−1}‖₂ (step Jacobian)"),
+        ("jacobian", "‖∂s_t/∂s_(t−1)‖₂ (step Jacobian)"),
     )
     for ax, (key, ylabel) in zip(axes, panels):
         for g in flows:
@@ -809,7 +820,7 @@ def gradient_table(flows: Sequence[GradientFlow], distances: Sequence[int] = (1,
         if far is not None and far != 1:
             row += f"  {g.ratio(far):>9.2e}"
         mean_j = sum(g.jacobian) / max(len(g.jacobian), 1)
-        row += f"  {mean_j:>9.3f}  {g.param_grad_norm:>9.3g} → {g.clipped_grad_norm:<9.3g}"
+        row += f"  {mean_j:>9.3f}  {g.param_grad_norm:>9.3g} → {g.clipped_grad_norm:.3g}"
         lines.append(row)
     return "\n".join(lines)
 
@@ -1061,7 +1072,7 @@ def memory_success_text(task: str) -> str:
 TASK_DEFAULTS = {
     "bit": {"lengths": (10, 50, 100, 200), "steps": 1000},
     "adding": {"lengths": (10, 50, 100, 200), "steps": 4000},
-    "copy": {"lengths": (10, 20, 50, 100), "steps": 2000},
+    "copy": {"lengths": (10, 20, 50, 100), "steps": 3000},
 }
 
 
@@ -1340,6 +1351,8 @@ def cmd_bench_memory(args) -> int:
     lengths = _int_list(args.lengths, "--lengths") if args.lengths else list(defaults["lengths"])
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1; got {args.seeds}")
+    if args.symbols < 1 or args.noise < 0 or args.eval_every < 1:
+        raise ValueError("--symbols and --eval-every must be >= 1 and --noise >= 0")
     if args.no_clip:
         clips = [0.0]
     else:
@@ -1363,6 +1376,8 @@ def cmd_bench_memory(args) -> int:
         optimizer=args.optimizer,
         init_scale=args.init_scale,
         eval_every=args.eval_every,
+        noise=args.noise,
+        copy_symbols=args.symbols,
         stop_on_success=not args.full_budget,
     )
     if args.threads < 1:
@@ -1451,22 +1466,29 @@ def add_diagnostic_verbs(verbs) -> None:
         description="Train each cell on a memory task at each length with several seeds and "
         "print a success table; writes memory-TASK.csv/.png and -curves.csv/.png (training "
         "loss and gradient norm before clipping).",
-        epilog="Examples: rnnkit bench memory --task adding  |  rnnkit bench memory --task "
-        "adding --cells rnn --lengths 50 --seeds 1 --init-scale 3 --clip 0,1",
+        epilog="Examples: rnnkit bench memory --task adding  |  exploding gradients, with and "
+        "without clipping: rnnkit bench memory --task adding --cells rnn --lengths 50 --seeds 1 "
+        "--init-scale 3 --optimizer sgd --lr 0.01 --clip 0,1 --steps 600",
     )
     m.add_argument("--task", choices=MEMORY_TASKS, default="adding", help="(default adding)")
     m.add_argument(
         "--cells", default="rnn,irnn,lstm,gru", help="comma list of rnn, irnn, lstm, gru (all)"
     )
-    m.add_argument("--lengths", help="comma list of T (default per task, e.g. 10,50,100,200)")
+    m.add_argument("--lengths", help="comma list of T (default 10,50,100,200; copy 10,20,50,100)")
     m.add_argument("--seeds", type=int, default=3, help="seeds per cell and length (default 3)")
-    m.add_argument("--steps", type=int, help="step budget of each run (default per task)")
+    m.add_argument(
+        "--steps",
+        type=int,
+        help="step budget of each run (default bit 1000, adding 4000, copy 3000)",
+    )
     clip = m.add_mutually_exclusive_group()
     clip.add_argument(
         "--clip", default="1.0", help="gradient-norm clip; a comma list runs each (0 = off)"
     )
     clip.add_argument("--no-clip", action="store_true", help="no gradient clipping")
     m.add_argument("--init-scale", type=float, metavar="S", help="W_hh ~ N(0, S²/H)")
+    m.add_argument("--noise", type=float, default=1.0, help="bit: std of the noise steps (1)")
+    m.add_argument("--symbols", type=int, default=3, help="copy: symbols to recall (3 of 8)")
     m.add_argument("--hidden-size", type=int, default=32, help="(default 32)")
     m.add_argument("--batch-size", type=int, default=64, help="(default 64)")
     m.add_argument(
