@@ -1,7 +1,8 @@
 """The ``rnnkit`` command: a thin argparse front over the library.
 
-Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``, ``forecast``, ``classify``, ``tag``. Settings resolve as
-defaults → ``--config FILE`` (TOML) → flags; the resolved config is printed and saved in the run.
+Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``, ``forecast``,
+``classify``, ``tag``, ``diagnose``, ``bench``. Settings resolve as defaults → ``--config FILE`` (TOML) → flags; the
+resolved config is printed and saved in the run.
 Every inference verb takes ``--json`` and then prints one JSON object per input.
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback), 1 anything else
