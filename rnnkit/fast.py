@@ -80,12 +80,30 @@ except (AttributeError, RuntimeError):  # pragma: no cover - torch built without
 # ---------------------------------------------------------------------------------------------
 # GEMMs
 # ---------------------------------------------------------------------------------------------
+_ONEDNN_WORKS: bool | None = None
+
+
+def _onednn_works() -> bool:
+    """The oneDNN ops used here are torch-internal: check once that they compute a product."""
+    global _ONEDNN_WORKS
+    if _ONEDNN_WORKS is None:
+        try:
+            x, w = torch.ones(2, 3), torch.ones(4, 3)
+            y = _LP(x, _REORDER(w, 2), None, "none", [], "")
+            _ONEDNN_WORKS = bool(torch.equal(y, torch.full((2, 4), 3.0)))
+        except Exception as err:  # a torch without these ops: torch.mm everywhere
+            logger.info("rnnkit.fast: oneDNN GEMMs unavailable (%s); using torch.mm", err)
+            _ONEDNN_WORKS = False
+    return _ONEDNN_WORKS
+
+
 def _onednn(t: Tensor) -> bool:
     return (
         GEMM_BACKEND == "auto"
         and _HAVE_ONEDNN
         and t.device.type == "cpu"
         and t.dtype == torch.float32
+        and _onednn_works()
     )
 
 
@@ -1065,9 +1083,11 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
         if layer_norm:
             da_rz, da_n = _steps_back(darz_l), _steps_back(dan_l)
         else:
-            da_rz, da_n = dxp[..., : 2 * H], c_n
-        g_w_rz = _grad_weight(da_rz.reshape(T * B, 2 * H), h_prev.view(T * B, H))
-        g_w_n = _grad_weight(da_n.reshape(T * B, H), rh.view(T * B, H))
+            da_rz, da_n = dxp[..., : 2 * H], dxp[..., 2 * H :]
+        # 2-D views of the (T·B, ·) rows, strided where they slice dxp: no extra copies
+        da_rz_2d, da_n_2d = da_rz.flatten(0, 1), da_n.flatten(0, 1)
+        g_w_rz = _grad_weight(da_rz_2d, h_prev.view(T * B, H))
+        g_w_n = _grad_weight(da_n_2d, rh.view(T * B, H))
         g_w = torch.cat([g_w_rz, g_w_n])
         g_b = None
         if b_hh is not None:
