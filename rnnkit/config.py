@@ -22,7 +22,25 @@ else:  # pragma: no cover
 
 from rnnkit.errors import DataError
 
-__all__ = ["add_dataclass_flags", "resolve", "read_config_file", "to_dict", "from_dict"]
+__all__ = [
+    "add_dataclass_flags",
+    "field_meta",
+    "from_dict",
+    "read_config_file",
+    "resolve",
+    "to_dict",
+]
+
+
+def field_meta(help_text: str, choices=None, cli: bool = True) -> dict[str, Any]:
+    """Metadata of a config dataclass field: its ``--flag`` help, allowed values, and whether it
+    is a flag at all (``cli=False``: resolved from the data and saved in config.json instead)."""
+    meta: dict[str, Any] = {"help": help_text}
+    if choices:
+        meta["choices"] = choices
+    if not cli:
+        meta["cli"] = False
+    return meta
 
 
 def _base_type(tp) -> tuple[type, bool]:

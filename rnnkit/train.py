@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from rnnkit.checkpoint import RunDir, atomic_write_text, capture_rng_state, restore_rng_state
+from rnnkit.config import field_meta as _opt
 
 __all__ = [
     "TrainConfig",
@@ -37,10 +38,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _opt(help_text: str, choices=None) -> dict:
-    return {"help": help_text, **({"choices": choices} if choices else {})}
 
 
 @dataclass

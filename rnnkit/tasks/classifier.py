@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import field_meta as _opt
 from rnnkit.data.batching import pad_sequences
 from rnnkit.data.tabular import read_classification, read_numeric_rows, read_word_vectors
 from rnnkit.data.vocab import PAD, UNK, Vocab
@@ -72,15 +73,6 @@ LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 POOLINGS = ("last", "mean", "max", "attention")
 CHAR_REPRS = ("none", "cnn", "rnn")
 CHAR_SPECIALS = (PAD, UNK)
-
-
-def _opt(help_text: str, choices=None, cli: bool = True) -> dict:
-    meta: dict[str, Any] = {"help": help_text}
-    if choices:
-        meta["choices"] = choices
-    if not cli:
-        meta["cli"] = False  # resolved from the data and saved in config.json, not a flag
-    return meta
 
 
 # ---------------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import field_meta as _opt
 from rnnkit.data.batching import sliding_windows
 from rnnkit.data.series import (
     MISSING_MODES,
@@ -104,15 +105,6 @@ log = logging.getLogger(__name__)
 
 LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 BALL = "ball"
-
-
-def _opt(help_text: str, choices=None, cli: bool = True) -> dict:
-    meta: dict[str, Any] = {"help": help_text}
-    if choices:
-        meta["choices"] = choices
-    if not cli:
-        meta["cli"] = False
-    return meta
 
 
 # ---------------------------------------------------------------------------------------------

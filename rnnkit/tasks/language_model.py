@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import field_meta as _opt
 from rnnkit.data.batching import StreamBatches
 from rnnkit.data.readers import TINY_SHAKESPEARE, bundled_path, read_text, split_text
 from rnnkit.data.vocab import EOS, Vocab
@@ -50,10 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-
-
-def _opt(help_text: str, choices=None) -> dict:
-    return {"help": help_text, **({"choices": choices} if choices else {})}
 
 
 @dataclass

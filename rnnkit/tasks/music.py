@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit.config import field_meta as _opt
 from rnnkit.data.abc import Tune, normalize_key, normalize_meter, parse_length, split_tunes
 from rnnkit.data.batching import StreamBatches
 from rnnkit.data.readers import IRISH_TUNES, bundled_path, read_text
@@ -70,10 +71,6 @@ log = logging.getLogger(__name__)
 #: header fields in the order the bundled tunes write them; user-fixed fields missing when the
 #: model reaches K: are inserted in this order
 HEADER_ORDER = ("X", "T", "C", "R", "M", "L", "Q", "K")
-
-
-def _opt(help_text: str, choices=None) -> dict:
-    return {"help": help_text, **({"choices": choices} if choices else {})}
 
 
 @dataclass

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import field_meta as _opt
 from rnnkit.crf import LinearChainCRF, bio_transitions
 from rnnkit.data.conll import TAGGED_FORMATS, TaggedSentence, clean_token, read_tagged
 from rnnkit.data.vocab import Vocab
@@ -66,15 +67,6 @@ from rnnkit.tasks.classifier import (
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
 
 log = logging.getLogger(__name__)
-
-
-def _opt(help_text: str, choices=None, cli: bool = True) -> dict:
-    meta: dict[str, Any] = {"help": help_text}
-    if choices:
-        meta["choices"] = choices
-    if not cli:
-        meta["cli"] = False  # resolved from the data and saved in config.json, not a flag
-    return meta
 
 
 @dataclass
