@@ -176,14 +176,16 @@ def to_dict(obj) -> dict[str, Any]:
 
 
 def from_dict(cls, data: dict[str, Any], where: str = "config"):
-    """Dataclass from a dict, checking names and coercing numbers (TOML ints for float fields)."""
+    """Dataclass from a dict, checking names and coercing numbers (TOML ints for float fields).
+
+    TOML has no null, so an optional field also accepts the string ``"none"`` (as the flags do)."""
     fields = _fields(cls)
     kwargs = {}
     for k, v in data.items():
         if k not in fields:
             raise DataError(f"{where}: unknown key {k!r} for {cls.__name__}")
         base, optional = _base_type(fields[k].type)
-        if v is None and optional:
+        if optional and (v is None or (isinstance(v, str) and v.lower() == "none")):
             kwargs[k] = None
         elif base is float and isinstance(v, int) and not isinstance(v, bool):
             kwargs[k] = float(v)

@@ -1,5 +1,6 @@
 """Word-level language models: <unk>/<eos> handling, perplexity, dropout modes, next words."""
 
+import argparse
 import logging
 import math
 
@@ -174,3 +175,22 @@ def test_norm_stabilizer_adds_to_the_training_loss(beta):
     x, y = torch.randint(4, len(vocab), (2, 5)), torch.randint(4, len(vocab), (2, 5))
     diff = float((model(x, None, y).loss - plain(x, None, y).loss).detach())
     assert (diff > 0) if beta else diff == 0
+
+
+def test_ptb_recipes_resolve_and_epoch_recipes_have_no_time_limit():
+    """Every PTB recipe is a valid config; the epoch-bound ones say ``minutes = "none"`` (TOML
+    has no null) so the lm task's 8-minute default does not cut them short."""
+    from pathlib import Path
+
+    from rnnkit.config import read_config_file, resolve
+    from rnnkit.tasks.language_model import TASK
+    from rnnkit.train import TrainConfig
+
+    recipes = Path(__file__).resolve().parent.parent / "recipes"
+    sections = {**TASK.sections, "train": TrainConfig}
+    for name in ("ptb_small", "ptb_medium", "ptb_window", "ptb_regularized"):
+        path = recipes / f"{name}.toml"
+        read_config_file(path, sections)  # unknown keys would raise
+        cfg = resolve(argparse.Namespace(), sections, path, TASK.defaults)["train"]
+        assert cfg.minutes == (60 if name == "ptb_regularized" else None), name
+        assert cfg.epochs is not None or cfg.minutes is not None
