@@ -53,7 +53,8 @@ def train(out: Path, minutes: float, threads: int) -> dict:
     train_cfg = from_dict(
         TrainConfig, {**TASK.defaults["train"], "minutes": minutes, "progress": False}
     )
-    configs = {"model": LanguageModelConfig(), "data": MusicData(), "train": train_cfg}
+    model_cfg = from_dict(LanguageModelConfig, TASK.defaults["model"])
+    configs = {"model": model_cfg, "data": MusicData(), "train": train_cfg}
     seed_everything(train_cfg.seed)
     model, task = TASK.build(configs, train_cfg, torch.device("cpu"))
     run = RunDir.create(out, exist_ok=True)
