@@ -83,21 +83,22 @@ def train_and_evaluate(
     return result
 
 
-def main() -> None:
+def run_configs(configs: list, description: str, default_out: Path) -> list[dict]:
+    """The command line shared by the quality benchmarks: parse ``--out/--only/--minutes/
+    --threads/--dry-run``, then train and evaluate each selected configuration in turn."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--out", default=str(ROOT / "runs" / "classify-benchmark"))
+    p.add_argument("--out", default=str(default_out))
     p.add_argument(
-        "--only", help="comma-separated names to run: " + ", ".join(c[0] for c in CONFIGS)
+        "--only", help="comma-separated names to run: " + ", ".join(c[0] for c in configs)
     )
     p.add_argument("--minutes", type=float, help="cap every run at this many minutes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--dry-run", action="store_true", help="two steps per run (smoke test)")
     args = p.parse_args()
-
     rows = []
-    for name, task, recipe, extra, tag in CONFIGS:
+    for name, task, recipe, extra, tag in configs:
         if args.only and name not in args.only.split(","):
             continue
         out = Path(args.out) / name
@@ -106,6 +107,11 @@ def main() -> None:
                 name, task, recipe, extra, tag, out, args.minutes, args.dry_run, args.threads
             )
         )
+    return rows
+
+
+def main() -> None:
+    rows = run_configs(CONFIGS, __doc__, ROOT / "runs" / "classify-benchmark")
     print(f"\n{'model':<18} {'ckpt':>4} {'accuracy':>9} {'macro-F1':>9} {'params':>10} {'min':>6}")
     for r in rows:
         print(

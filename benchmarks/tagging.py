@@ -16,10 +16,7 @@ are kept under `--out`; a run directory that already exists is evaluated again, 
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from classify import ROOT, train_and_evaluate  # the shared train-then-evaluate step
+from classify import ROOT, run_configs  # the shared command line and train-then-evaluate step
 
 #: (name, task, recipe, extra flags, which checkpoint to evaluate)
 CONFIGS = [
@@ -35,28 +32,7 @@ CONFIGS = [
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--out", default=str(ROOT / "runs" / "tagging-benchmark"))
-    p.add_argument(
-        "--only", help="comma-separated names to run: " + ", ".join(c[0] for c in CONFIGS)
-    )
-    p.add_argument("--minutes", type=float, help="cap every run at this many minutes")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    p.add_argument("--dry-run", action="store_true", help="two steps per run (smoke test)")
-    args = p.parse_args()
-
-    rows = []
-    for name, task, recipe, extra, tag in CONFIGS:
-        if args.only and name not in args.only.split(","):
-            continue
-        out = Path(args.out) / name
-        rows.append(
-            train_and_evaluate(
-                name, task, recipe, extra, tag, out, args.minutes, args.dry_run, args.threads
-            )
-        )
+    rows = run_configs(CONFIGS, __doc__, ROOT / "runs" / "tagging-benchmark")
     print(
         f"\n{'model':<14} {'ckpt':>4} {'accuracy':>9} {'ent. P':>7} {'ent. R':>7} {'ent. F1':>7} "
         f"{'params':>10} {'min':>6}"
