@@ -14,6 +14,12 @@ outside): :func:`bio_spans` turns a tag sequence into entity spans the way CoNLL
 does (an ``I-X`` that does not continue an ``X`` entity starts a new one), and
 :func:`entity_scores` gives entity-level micro precision / recall / F1, where an entity counts as
 correct only if its type, start and end all match — the WNUT and CoNLL shared-task metric.
+
+Translation: :func:`corpus_bleu` and :func:`bleu_scores` wrap sacrebleu's corpus BLEU (Papineni
+et al. 2002) on detokenised text, BLEU = BP · exp(Σ_n (1/N) log p_n) × 100, where p_n are the
+clipped n-gram precisions over the whole corpus and BP = min(1, exp(1 − r/c)) the brevity
+penalty (c hypothesis length, r the closest reference lengths), both sides tokenised by
+sacrebleu's ``13a`` tokenizer (as ``mteval-v13a``). Any number of references per sentence.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ import numpy as np
 __all__ = [
     "accuracy",
     "bio_spans",
+    "bleu_scores",
     "classification_report",
     "confusion_matrix",
+    "corpus_bleu",
     "entity_scores",
     "is_bio",
     "macro_f1",
@@ -221,3 +229,51 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     total = scores(sum(n_ok.values()), sum(n_pred.values()), sum(n_gold.values()))
     types = sorted(set(n_gold) | set(n_pred))
     return {**total, "per_type": {t: scores(n_ok[t], n_pred[t], n_gold[t]) for t in types}}
+
+
+# ---------------------------------------------------------------------------------------------
+# translation
+# ---------------------------------------------------------------------------------------------
+def _reference_streams(hypotheses: Sequence[str], references: Sequence[Sequence[str]]):
+    """sacrebleu's layout: stream j holds the j-th reference of every sentence (None where a
+    sentence has fewer references)."""
+    if len(hypotheses) != len(references):
+        raise ValueError(
+            f"{len(hypotheses)} hypotheses but references for {len(references)} sentences"
+        )
+    for i, refs in enumerate(references):
+        if isinstance(refs, str) or not refs:
+            raise ValueError(
+                f"references[{i}] must be a non-empty list of reference strings; got {refs!r}"
+            )
+    width = max((len(r) for r in references), default=1)
+    return [[r[j] if j < len(r) else None for r in references] for j in range(width)]
+
+
+def bleu_scores(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], max_order: int = 4
+) -> dict[str, Any]:
+    """Corpus BLEU with its parts: ``bleu`` (0–100), ``precisions`` (the n-gram precisions p_n
+    in %, n = 1..max_order), ``bp`` (brevity penalty), ``hyp_len`` and ``ref_len``.
+
+    ``references[i]`` lists every reference of ``hypotheses[i]`` (the count may vary)."""
+    from sacrebleu.metrics import BLEU
+
+    streams = _reference_streams(hypotheses, references)
+    result = BLEU(max_ngram_order=max_order, tokenize="13a").corpus_score(
+        list(hypotheses), streams
+    )
+    return {
+        "bleu": float(result.score),
+        "precisions": [float(p) for p in result.precisions],
+        "bp": float(result.bp),
+        "hyp_len": int(result.sys_len),
+        "ref_len": int(result.ref_len),
+    }
+
+
+def corpus_bleu(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], max_order: int = 4
+) -> float:
+    """sacrebleu corpus BLEU (0–100, ``13a`` tokenisation); see :func:`bleu_scores`."""
+    return bleu_scores(hypotheses, references, max_order)["bleu"]

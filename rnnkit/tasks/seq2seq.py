@@ -1,0 +1,763 @@
+"""Encoder–decoder translation, with or without attention (``rnnkit train translate``).
+
+Owns the task end to end: config dataclasses, data preparation (parallel text via
+:mod:`rnnkit.data.parallel`, word vocabularies for each side), the :class:`Seq2Seq` model, its
+training task for :func:`rnnkit.train.fit`, inference (:meth:`Seq2Seq.translate`, greedy or
+beam search from :mod:`rnnkit.decoding`) and evaluation (corpus BLEU with sacrebleu on
+detokenised output, overall and by source-length bucket).
+
+**Encoder.** Source words x_1..x_S are embedded and read by a (bi)directional GRU/LSTM over the
+padded batch with its lengths: h_s = [→h_s ; ←h_s] (the *memory*, ``(B, S, 2H)``), and the
+summary m = [→h_S ; ←h_1] (each direction's final state).
+
+**Decoder** (one GRU/LSTM layer of width D, started at s_0 = tanh(W_m m + b_m)). At step t, with
+e_{t−1} the embedding of the previous target word (``<bos>`` first):
+
+* with attention (Bahdanau, Cho & Bengio 2015 — context concatenation, not Luong's input
+  feeding): the previous state asks, c_t = Σ_s α_{t,s} h_s with α_t = softmax_s score(s_{t−1},
+  h_s) over the real source positions (:mod:`rnnkit.attention`: additive, dot or general);
+* ``attention = "none"`` (Cho et al. 2014): c_t = m for every t — the whole sentence squeezed
+  into one fixed vector, the bottleneck attention removes;
+
+then s_t = Cell([e_{t−1} ; c_t], s_{t−1}), o_t = tanh(W_o [s_t ; c_t ; e_{t−1}] + b_o) and
+p(y_t | y_<t, x) = softmax(W_y o_t + b_y), with W_y tied to the target embedding when
+``tie_embeddings`` (o_t then has the embedding width).
+
+**Training** minimises the per-token cross-entropy summed over the real target tokens of a
+batch (``<eos>`` included, padding ignored) and divided by their number, with optional label
+smoothing: −Σ_t [(1 − ε) log p(y_t) + (ε / V) Σ_v log p(v)] / N_tokens. With teacher forcing
+ratio r < 1, each sentence is fed its own previous prediction instead of the reference word
+with probability 1 − r at every step (Bengio et al. 2015's scheduled sampling, at a fixed rate).
+
+Efficiency: the key side of the attention (e.g. W_k h_s) is computed once per batch, the
+embedding part of the decoder's input projection for all steps in one product, and the output
+layer for all steps in one product after the loop; a decoding step is one call of
+:meth:`Seq2Seq.step`.
+
+**Text.** Lower-cased by default and split into words and punctuation
+(:func:`~rnnkit.data.parallel.tokenize`); outputs are detokenised before BLEU, which sacrebleu
+computes against the lower-cased reference sentences as they are in the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.attention import ATTENTION_KINDS, build_attention, plot_attention
+from rnnkit.cells import GRUCell, LSTMCell
+from rnnkit.data.batching import pad_sequences
+from rnnkit.data.parallel import detokenize, read_parallel, tokenize
+from rnnkit.data.vocab import SPECIALS, Vocab
+from rnnkit.decoding import Hypothesis, beam_search, greedy_decode
+from rnnkit.errors import DataError
+from rnnkit.metrics import bleu_scores
+from rnnkit.state import LSTMState
+from rnnkit.tasks.base import Output
+from rnnkit.tasks.classifier import bucket_batches, make_recurrent, split_holdout
+
+__all__ = [
+    "LENGTH_BUCKETS",
+    "Pair",
+    "Seq2Seq",
+    "Seq2SeqConfig",
+    "Seq2SeqData",
+    "TASK",
+    "TranslationTraining",
+    "bleu_by_length",
+    "collate_pairs",
+    "format_translation",
+]
+
+log = logging.getLogger(__name__)
+
+CELLS = ("gru", "lstm")
+#: upper edges of the source-length buckets (in tokens) used by :func:`bleu_by_length`
+LENGTH_BUCKETS = (8, 11, 14, 18)
+
+
+def _opt(help_text: str, choices=None, cli: bool = True) -> dict:
+    meta: dict[str, Any] = {"help": help_text}
+    if choices:
+        meta["choices"] = choices
+    if not cli:
+        meta["cli"] = False  # resolved from the data and saved in config.json, not a flag
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Seq2SeqConfig:
+    """Architecture of an encoder–decoder."""
+
+    cell: str = field(default="gru", metadata=_opt("recurrent cell of encoder and decoder", CELLS))
+    embed_size: int = field(default=256, metadata=_opt("word embedding width (both sides)"))
+    hidden_size: int = field(default=256, metadata=_opt("encoder state width per direction"))
+    num_layers: int = field(default=1, metadata=_opt("stacked encoder layers"))
+    bidirectional: bool = field(default=True, metadata=_opt("read the source both ways"))
+    decoder_size: int = field(default=512, metadata=_opt("decoder state width"))
+    attention: str = field(
+        default="additive",
+        metadata=_opt("additive (Bahdanau), dot / general (Luong), none", ATTENTION_KINDS),
+    )
+    attention_size: int = field(default=256, metadata=_opt("additive attention: hidden width"))
+    output_size: int = field(
+        default=256, metadata=_opt("width of the tanh layer before the softmax")
+    )
+    tie_embeddings: bool = field(
+        default=True, metadata=_opt("share the softmax weights with the target embedding")
+    )
+    dropout: float = field(default=0.3, metadata=_opt("dropout on embeddings and before output"))
+    teacher_forcing: float = field(
+        default=1.0, metadata=_opt("training: probability of feeding the reference word")
+    )
+    label_smoothing: float = field(default=0.1, metadata=_opt("training: label smoothing ε"))
+
+
+@dataclass
+class Seq2SeqData:
+    """Where the sentence pairs come from and how they become tokens."""
+
+    src: str | None = field(
+        default=None, metadata=_opt("training source file (or a source<TAB>target TSV)")
+    )
+    tgt: str | None = field(default=None, metadata=_opt("training target file, aligned by line"))
+    valid_src: str | None = field(
+        default=None,
+        metadata=_opt("validation source file or TSV (default: hold out valid_fraction)"),
+    )
+    valid_tgt: str | None = field(default=None, metadata=_opt("validation target file"))
+    encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
+    lowercase: bool = field(default=True, metadata=_opt("lower-case both sides"))
+    min_freq: int = field(default=2, metadata=_opt("words rarer than this become <unk>"))
+    max_vocab: int | None = field(default=None, metadata=_opt("keep the N most frequent words"))
+    max_len: int = field(
+        default=80, metadata=_opt("training: drop pairs with a side longer than this")
+    )
+    valid_fraction: float = field(
+        default=0.05, metadata=_opt("share held out for validation when no --valid-src")
+    )
+    split_seed: int = field(default=0, metadata=_opt("seed of the held-out split"))
+    bleu: bool = field(
+        default=True, metadata=_opt("compute greedy validation BLEU at every evaluation")
+    )
+    source_vocab: list[str] | None = field(default=None, metadata=_opt("source words", cli=False))
+    target_vocab: list[str] | None = field(default=None, metadata=_opt("target words", cli=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples and batches
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Pair:
+    """One encoded sentence pair: source ids, target ids (no bos/eos) and the raw reference."""
+
+    source: list[int]
+    target: list[int]
+    reference: str = ""
+
+
+def collate_pairs(pairs: Sequence[Pair], bos: int, eos: int) -> dict[str, Tensor]:
+    """``source (B, S)``, ``lengths (B,)``, ``target_in (B, T)`` = bos y, ``target_out (B, T)``
+    = y eos; padding is id 0 everywhere."""
+    source, lengths = pad_sequences([torch.tensor(p.source, dtype=torch.long) for p in pairs], 0)
+    t_in, _ = pad_sequences([torch.tensor([bos, *p.target], dtype=torch.long) for p in pairs], 0)
+    t_out, _ = pad_sequences([torch.tensor([*p.target, eos], dtype=torch.long) for p in pairs], 0)
+    return {
+        "source": source,
+        "lengths": lengths.to(torch.long),
+        "target_in": t_in,
+        "target_out": t_out,
+    }
+
+
+def _sorted_chunks(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+class Seq2Seq(nn.Module):
+    """Recurrent encoder–decoder with optional attention (see the module docstring).
+
+    ``forward(inputs (B, S), targets=(B, T), lengths=(B,))`` → ``Output(logits (B, T, V), loss)``
+    under teacher forcing; :meth:`translate` decodes text, :meth:`decode` id sequences.
+    """
+
+    def __init__(self, config: Seq2SeqConfig, data_config: Seq2SeqData):
+        super().__init__()
+        c, d = config, data_config
+        if c.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}; got {c.cell!r}")
+        if not d.source_vocab or not d.target_vocab:
+            raise ValueError("the data config has no vocabularies: build the model via the task")
+        if not 0.0 <= c.teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must lie in [0, 1]; got {c.teacher_forcing}")
+        self.config = config
+        self.data_config = data_config
+        self.source_vocab = Vocab(d.source_vocab, SPECIALS, level="word")
+        self.target_vocab = Vocab(d.target_vocab, SPECIALS, level="word")
+        self.bos, self.eos = self.target_vocab.bos_id, self.target_vocab.eos_id
+        E, D = c.embed_size, c.decoder_size
+        self.is_lstm = c.cell == "lstm"
+
+        self.source_embedding = nn.Embedding(len(self.source_vocab), E, padding_idx=0)
+        self.encoder = make_recurrent(
+            c.cell, E, c.hidden_size, c.num_layers, c.bidirectional, c.dropout
+        )
+        self.memory_size = c.hidden_size * (2 if c.bidirectional else 1)
+        self.init_h = nn.Linear(self.memory_size, D)
+        self.init_c = nn.Linear(self.memory_size, D) if self.is_lstm else None
+        self.attention = build_attention(c.attention, D, self.memory_size, c.attention_size)
+
+        self.target_embedding = nn.Embedding(len(self.target_vocab), E, padding_idx=0)
+        cell_type = LSTMCell if self.is_lstm else GRUCell
+        self.decoder = cell_type(E + self.memory_size, D)
+        out_in = D + self.memory_size + E
+        if c.tie_embeddings and c.output_size != E:
+            raise ValueError(
+                f"tie_embeddings needs output_size == embed_size; got {c.output_size} and {E}"
+            )
+        self.pre_output = nn.Linear(out_in, c.output_size)
+        self.out = nn.Linear(c.output_size, len(self.target_vocab))
+        if c.tie_embeddings:
+            self.out.weight = self.target_embedding.weight
+        self.drop = nn.Dropout(c.dropout)
+        for emb in (self.source_embedding, self.target_embedding):
+            # small uniform vectors (torch's N(0, 1) is far too large for a tied softmax)
+            nn.init.uniform_(emb.weight, -0.1, 0.1)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+
+    @property
+    def device(self) -> torch.device:
+        return self.out.bias.device
+
+    # -- encoder ----------------------------------------------------------------------------
+    def encode(self, source: Tensor, lengths: Tensor) -> dict[str, Any]:
+        """The decoding state of a source batch: ``memory (B, S, M)``, ``mask (B, S)``, the
+        attention's ``prepared`` keys (or the fixed ``context (B, M)`` without attention) and
+        the decoder's initial ``state``."""
+        lengths = lengths.cpu()
+        x = self.drop(self.source_embedding(source))  # (B, S, E)
+        memory, final = self.encoder(x, lengths=lengths)  # (B, S, M)
+        h_n = final[0] if self.is_lstm else final  # (L·D, B, H)
+        directions = 2 if self.config.bidirectional else 1
+        summary = torch.cat(list(h_n[-directions:]), dim=-1)  # (B, M) top layer, both ways
+        h0 = torch.tanh(self.init_h(summary))  # (B, Dd)
+        if self.is_lstm:
+            c_n = final[1]
+            state: Any = LSTMState(h0, self.init_c(torch.cat(list(c_n[-directions:]), dim=-1)))
+        else:
+            state = h0
+        S = source.shape[1]
+        mask = (torch.arange(S).unsqueeze(0) < lengths.unsqueeze(1)).to(source.device)  # (B, S)
+        out: dict[str, Any] = {"state": state}
+        if self.attention is None:
+            out["context"] = summary
+        else:
+            out |= {"memory": memory, "mask": mask, "prepared": self.attention.prepare(memory)}
+        return out
+
+    # -- one decoder step ---------------------------------------------------------------------
+    def _context(self, enc: dict[str, Any], state) -> tuple[Tensor, Tensor | None]:
+        if self.attention is None:
+            return enc["context"], None
+        query = state.h if self.is_lstm else state
+        return self.attention(query, enc["memory"], enc["mask"], enc["prepared"])
+
+    def _logits(self, s: Tensor, context: Tensor, embedded: Tensor) -> Tensor:
+        o = torch.tanh(self.pre_output(torch.cat([s, context, embedded], -1)))
+        return self.out(self.drop(o))
+
+    def step(self, tokens: Tensor, enc: dict[str, Any]):
+        """One decoding step (the :mod:`rnnkit.decoding` contract): previous ``tokens (N,)`` and
+        the state from :meth:`encode` → ``(log_probs (N, V), new state, attention (N, S))``."""
+        e = self.target_embedding(tokens)  # (N, E)
+        context, weights = self._context(enc, enc["state"])
+        xp = self.decoder.project_input(torch.cat([e, context], -1))
+        s, state = self.decoder.step(xp, enc["state"])
+        log_probs = torch.log_softmax(self._logits(s, context, e).float(), -1)
+        return log_probs, {**enc, "state": state}, weights
+
+    # -- teacher-forced forward ---------------------------------------------------------------
+    def forward(
+        self,
+        inputs: Tensor,
+        state=None,
+        targets: Tensor | None = None,
+        *,
+        lengths: Tensor | None = None,
+        target_inputs: Tensor | None = None,
+    ) -> Output:
+        """``inputs (B, S)`` source ids, ``targets (B, T)`` = y_1..y_n ``<eos>`` (0-padded) →
+        ``Output(logits (B, T, V), loss)``; the decoder reads ``target_inputs`` (default:
+        ``<bos>`` followed by ``targets`` shifted right). The loss is the per-token mean
+        cross-entropy over real tokens, label-smoothed in training mode."""
+        if targets is None:
+            raise ValueError("Seq2Seq.forward needs targets (use translate/decode to generate)")
+        B, S = inputs.shape
+        if lengths is None:
+            lengths = torch.full((B,), S, dtype=torch.long)
+        if target_inputs is None:
+            bos = targets.new_full((B, 1), self.bos)
+            target_inputs = torch.cat([bos, targets[:, :-1]], 1).masked_fill(targets == 0, 0)
+        enc = self.encode(inputs, lengths)
+        ratio = self.config.teacher_forcing if self.training else 1.0
+        if ratio < 1.0:
+            logits = self._decode_sampled(enc, target_inputs, ratio)
+        else:
+            logits = self._decode_forced(enc, target_inputs)
+        smoothing = self.config.label_smoothing if self.training else 0.0
+        n_tokens = (targets != 0).sum().clamp(min=1)
+        loss = (
+            F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(),
+                targets.reshape(-1),
+                ignore_index=0,
+                reduction="sum",
+                label_smoothing=smoothing,
+            )
+            / n_tokens
+        )
+        return Output(logits, loss, None)
+
+    def _split_input_weights(self) -> tuple[Tensor, Tensor]:
+        E = self.config.embed_size
+        w = self.decoder.weight_ih  # (G, E + M): [embedding part | context part]
+        return w[:, :E], w[:, E:]
+
+    def _decode_forced(self, enc: dict[str, Any], target_inputs: Tensor) -> Tensor:
+        """Teacher forcing: every step reads the reference word."""
+        w_e, w_c = self._split_input_weights()
+        embedded = self.drop(self.target_embedding(target_inputs))  # (B, T, E)
+        xe = F.linear(embedded, w_e, self.decoder.bias_ih)  # (B, T, G): hoisted out of the loop
+        fixed = F.linear(enc["context"], w_c) if self.attention is None else None
+        state, states, contexts = enc["state"], [], []
+        for xe_t in xe.unbind(1):  # unbind, not xe[:, t]: keeps the backward pass linear in T
+            context, _ = self._context(enc, state)
+            xc = fixed if fixed is not None else F.linear(context, w_c)
+            s, state = self.decoder.step(xe_t + xc, state)
+            states.append(s)
+            contexts.append(context)
+        return self._logits(torch.stack(states, 1), torch.stack(contexts, 1), embedded)
+
+    def _decode_sampled(self, enc: dict[str, Any], target_inputs: Tensor, ratio: float) -> Tensor:
+        """Teacher forcing at ``ratio``: each row reads its own previous argmax otherwise."""
+        B, T = target_inputs.shape
+        tokens, state, steps = target_inputs[:, 0], enc["state"], []
+        for t in range(T):
+            e = self.drop(self.target_embedding(tokens))  # (B, E)
+            context, _ = self._context(enc, state)
+            s, state = self.decoder.step(
+                self.decoder.project_input(torch.cat([e, context], -1)), state
+            )
+            logits = self._logits(s, context, e)  # (B, V)
+            steps.append(logits)
+            if t + 1 < T:
+                own = logits.detach().argmax(-1)
+                gold = target_inputs[:, t + 1]
+                use_gold = torch.rand(B, device=gold.device) < ratio
+                tokens = torch.where(use_gold | (gold == 0), gold, own)
+        return torch.stack(steps, 1)
+
+    def forward_batch(self, batch: dict[str, Tensor]) -> Output:
+        dev = self.device
+        return self(
+            batch["source"].to(dev),
+            targets=batch["target_out"].to(dev),
+            lengths=batch["lengths"],
+            target_inputs=batch["target_in"].to(dev),
+        )
+
+    # -- decoding ---------------------------------------------------------------------------
+    def encode_source(self, text: str, where: str = "") -> tuple[list[str], list[int]]:
+        tokens = tokenize(text, self.data_config.lowercase)
+        if not tokens:
+            raise DataError(f"{where}the text has no words to translate")
+        return tokens, self.source_vocab.encode(tokens, unknown="unk")
+
+    @torch.no_grad()
+    def decode(
+        self,
+        sources: Sequence[Sequence[int]],
+        beam_size: int = 1,
+        max_len: int | None = None,
+        length_penalty: float = 1.0,
+        batch_size: int = 128,
+    ) -> list[Hypothesis]:
+        """Translate source id sequences (greedy for ``beam_size=1``, beam search otherwise),
+        in batches of similar lengths of about ``batch_size`` decoded rows (sentences × beam);
+        ``max_len`` defaults to 2·S + 10 per batch (S its longest source)."""
+        if beam_size < 1:
+            raise ValueError(f"beam size must be at least 1; got {beam_size}")
+        self.eval()
+        out: list[Hypothesis | None] = [None] * len(sources)
+        rows = max(1, batch_size // beam_size) if beam_size > 1 else batch_size
+        for idx in _sorted_chunks([len(s) for s in sources], rows):
+            batch = [torch.tensor(sources[i], dtype=torch.long) for i in idx]
+            source, lengths = pad_sequences(batch, 0)
+            enc = self.encode(source.to(self.device), lengths.to(torch.long))
+            limit = max_len or min(200, 2 * int(lengths.max()) + 10)
+            if beam_size == 1:
+                hyps = greedy_decode(self.step, enc, len(idx), self.bos, self.eos, limit)
+            else:
+                hyps = beam_search(
+                    self.step, enc, len(idx), self.bos, self.eos, beam_size, limit, length_penalty
+                )
+            for i, h in zip(idx, hyps):
+                if h.attention is not None:
+                    h.attention = h.attention[:, : len(sources[i])]
+                out[i] = h
+        return out  # type: ignore[return-value]
+
+    def translate(
+        self,
+        texts: Sequence[str],
+        beam_size: int = 5,
+        max_len: int | None = None,
+        length_penalty: float = 1.0,
+        batch_size: int = 128,
+        attention: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Translate texts: for each, ``source``, ``translation`` (detokenised), ``tokens``,
+        ``source_tokens``, ``score`` (what the search maximised), ``log_prob``, and with
+        ``attention=True`` the weights ``(len(tokens), len(source_tokens))`` as nested lists."""
+        encoded = [self.encode_source(t, f"input {i + 1}: ") for i, t in enumerate(texts)]
+        hyps = self.decode(
+            [ids for _, ids in encoded], beam_size, max_len, length_penalty, batch_size
+        )
+        results = []
+        for text, (src_tokens, _), h in zip(texts, encoded, hyps):
+            words = [self.target_vocab.itos[i] for i in h.tokens]
+            r = {
+                "source": text,
+                "translation": detokenize(words),
+                "tokens": words,
+                "source_tokens": src_tokens,
+                "score": h.score,
+                "log_prob": h.log_prob,
+                "beam": beam_size,
+            }
+            if attention:
+                r["attention"] = h.attention.tolist() if h.attention is not None else None
+            results.append(r)
+        return results
+
+    def hypotheses_text(self, hyps: Sequence[Hypothesis]) -> list[str]:
+        return [detokenize([self.target_vocab.itos[i] for i in h.tokens]) for h in hyps]
+
+    # -- evaluation -------------------------------------------------------------------------
+    def reference_text(self, text: str) -> str:
+        return text.lower() if self.data_config.lowercase else text
+
+    def evaluate_pairs(
+        self,
+        sources: Sequence[str],
+        references: Sequence[str],
+        beams: Sequence[int] = (1, 5),
+        length_penalty: float = 1.0,
+        buckets: Sequence[int] = LENGTH_BUCKETS,
+    ) -> dict[str, Any]:
+        """BLEU of each beam size on the pairs, overall (with its parts) and by source-length
+        bucket; ``hypotheses`` per beam size."""
+        ids = [self.encode_source(s, f"sentence {i + 1}: ")[1] for i, s in enumerate(sources)]
+        refs = [self.reference_text(r) for r in references]
+        out: dict[str, Any] = {"sentences": len(sources), "by_beam": {}}
+        for beam in beams:
+            hyps = self.hypotheses_text(self.decode(ids, beam, length_penalty=length_penalty))
+            out["by_beam"][str(beam)] = {
+                **bleu_scores(hyps, [[r] for r in refs]),
+                "by_length": bleu_by_length([len(x) for x in ids], hyps, refs, buckets),
+                "hypotheses": hyps,
+            }
+        return out
+
+    def evaluate_file(
+        self,
+        path: str | None = None,
+        confusion: str | None = None,
+        encoding: str | None = None,
+        beams: Sequence[int] = (1, 5),
+    ) -> dict[str, Any]:
+        """BLEU (greedy and beam 5) on a TSV of ``source<TAB>reference`` lines, or on the run's
+        validation pairs (``path=None``). ``confusion`` is accepted for the CLI and ignored."""
+        d = self.data_config
+        if path is None:
+            sources, refs, where = read_split(d, "valid")
+        else:
+            sources, refs = read_parallel(path, None, encoding or d.encoding)
+            where = str(path)
+        result = self.evaluate_pairs(sources, refs, beams)
+        for r in result["by_beam"].values():
+            r.pop("hypotheses")
+        return {"data": where, **result}
+
+    @staticmethod
+    def format_evaluation(result: dict[str, Any]) -> str:
+        lines = [f"{result['data']}: {result['sentences']:,} sentences"]
+        for beam, r in result["by_beam"].items():
+            kind = "greedy" if beam == "1" else f"beam {beam}"
+            prec = "/".join(f"{p:.1f}" for p in r["precisions"])
+            lines.append(f"  {kind:>8}: BLEU {r['bleu']:.2f} ({prec}, BP {r['bp']:.3f})")
+            lines.append(
+                "            by source length: "
+                + ", ".join(f"{b['bucket']}: {b['bleu']:.1f} (n={b['n']})" for b in r["by_length"])
+            )
+        return "\n".join(lines)
+
+    def plot_attention(self, result: dict[str, Any], path: str) -> None:
+        """Heatmap of one :meth:`translate` result made with ``attention=True``."""
+        if result.get("attention") is None:
+            raise DataError("this model has no attention to draw (it was trained with none)")
+        if not result["tokens"]:
+            raise DataError("the translation is empty: nothing to draw")
+        plot_attention(
+            result["attention"],
+            result["source_tokens"],
+            result["tokens"],
+            path,
+            title=result["translation"][:80],
+        )
+
+
+def format_translation(result: dict[str, Any]) -> str:
+    """The translation, then its score and the input, on one line."""
+    return f"{result['translation']}\t(score {result['score']:.3f}; {result['source']})"
+
+
+def bleu_by_length(
+    source_lengths: Sequence[int],
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    buckets: Sequence[int] = LENGTH_BUCKETS,
+) -> list[dict[str, Any]]:
+    """Corpus BLEU of the sentences in each source-length bucket: ≤ b_1, b_1+1 .. b_2, …,
+    > b_last; each entry ``{"bucket", "low", "high", "n", "bleu"}`` (``high`` None = no limit)."""
+    edges = [0, *buckets, None]
+    out = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        idx = [i for i, n in enumerate(source_lengths) if n > low and (high is None or n <= high)]
+        label = f"{low + 1}-{high}" if high is not None else f"{low + 1}+"
+        bleu = (
+            bleu_scores([hypotheses[i] for i in idx], [[references[i]] for i in idx])["bleu"]
+            if idx
+            else float("nan")
+        )
+        out.append({"bucket": label, "low": low + 1, "high": high, "n": len(idx), "bleu": bleu})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Data preparation
+# ---------------------------------------------------------------------------------------------
+def read_split(d: Seq2SeqData, part: str) -> tuple[list[str], list[str], str]:
+    """``(sources, targets, description)`` of the ``train`` or ``valid`` pairs: the files given,
+    or a seeded hold-out of the training pairs."""
+    if not d.src:
+        raise DataError(
+            "no training data: pass --src FILE --tgt FILE (or --src PAIRS.tsv); "
+            "see recipes/multi30k.toml"
+        )
+    if (d.valid_tgt is not None) and not d.valid_src:
+        raise DataError("--valid-tgt needs --valid-src")
+    if d.valid_src:
+        if part == "train":
+            src, tgt = read_parallel(d.src, d.tgt, d.encoding)
+            return src, tgt, str(d.src)
+        src, tgt = read_parallel(d.valid_src, d.valid_tgt, d.encoding)
+        return src, tgt, str(d.valid_src)
+    src, tgt = read_parallel(d.src, d.tgt, d.encoding)
+    kept, held = split_holdout(len(src), d.valid_fraction, d.split_seed)
+    idx = kept if part == "train" else held
+    return [src[i] for i in idx], [tgt[i] for i in idx], f"held-out part of {d.src}"
+
+
+def resolve_vocabularies(d: Seq2SeqData, sources: Sequence[str], targets: Sequence[str]) -> None:
+    """Fill the data config's vocabularies from the training pairs."""
+    for name, texts in (("source_vocab", sources), ("target_vocab", targets)):
+        vocab = Vocab.build(
+            (tokenize(t, d.lowercase) for t in texts),
+            level="word",
+            max_size=d.max_vocab,
+            min_freq=d.min_freq,
+        )
+        setattr(d, name, vocab.itos[len(SPECIALS) :])
+
+
+def encode_pairs(
+    model: Seq2Seq, sources: Sequence[str], targets: Sequence[str], max_len: int | None = None
+) -> list[Pair]:
+    lower = model.data_config.lowercase
+    pairs, dropped = [], 0
+    for s, t in zip(sources, targets):
+        src, tgt = tokenize(s, lower), tokenize(t, lower)
+        if not src or not tgt or (max_len and (len(src) > max_len or len(tgt) > max_len)):
+            dropped += 1
+            continue
+        pairs.append(
+            Pair(
+                model.source_vocab.encode(src, unknown="unk"),
+                model.target_vocab.encode(tgt, unknown="unk"),
+                model.reference_text(t),
+            )
+        )
+    if dropped:
+        log.info("dropped %d pairs with an empty side or longer than %s tokens", dropped, max_len)
+    if not pairs:
+        raise DataError("no sentence pairs left after tokenising")
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+class TranslationTraining:
+    """Length-bucketed batches for :func:`rnnkit.train.fit` (epoch e's order is seeded with
+    (seed, e), so a resumed run sees the same batches); validation reports the per-token
+    cross-entropy ``loss``, ``ppl`` and greedy corpus ``bleu``."""
+
+    tokens_name = "token"
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        train: list[Pair],
+        valid: list[Pair],
+        batch_size: int,
+        seed: int,
+        bleu: bool = True,
+    ):
+        if not train:
+            raise DataError("no training pairs")
+        self.model = model
+        self.train, self.valid = train, valid
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bleu = bleu
+        # sort key inside a pool: source length, then target length
+        self._keys = [1000 * len(p.source) + len(p.target) for p in train]
+        self._epoch, self._plan = -1, []
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.batch_size)
+
+    def _plan_for(self, epoch: int) -> list[list[int]]:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._plan = bucket_batches(self._keys, self.batch_size, rng)
+            self._epoch = epoch
+        return self._plan
+
+    def start_epoch(self, epoch: int) -> None:
+        self._plan_for(epoch)
+
+    def batch(self, epoch: int, index: int) -> dict[str, Tensor]:
+        m = self.model
+        return collate_pairs([self.train[i] for i in self._plan_for(epoch)[index]], m.bos, m.eos)
+
+    def training_loss(self, model, batch) -> tuple[Tensor, int]:
+        out = model.forward_batch(batch) if hasattr(model, "forward_batch") else None
+        if out is None:  # wrapped (DistributedDataParallel): call through the wrapper
+            out = model(
+                batch["source"],
+                targets=batch["target_out"],
+                lengths=batch["lengths"],
+                target_inputs=batch["target_in"],
+            )
+        return out.loss, int((batch["target_out"] != 0).sum())
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        model = self.model
+        model.eval()
+        total, count = 0.0, 0
+        for idx in _sorted_chunks([len(p.source) for p in self.valid], 128):
+            batch = collate_pairs([self.valid[i] for i in idx], model.bos, model.eos)
+            n = int((batch["target_out"] != 0).sum())
+            total += float(model.forward_batch(batch).loss) * n
+            count += n
+        loss = total / max(count, 1)
+        out = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+        if self.bleu:
+            hyps = model.hypotheses_text(model.decode([p.source for p in self.valid], 1))
+            out["bleu"] = bleu_scores(hyps, [[p.reference] for p in self.valid])["bleu"]
+        return out
+
+    def carried_state(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_carried_state(self, state: dict[str, Tensor]) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Task registry entry
+# ---------------------------------------------------------------------------------------------
+class _TranslateTask:
+    """Translate sentences with a recurrent encoder–decoder, with or without attention."""
+
+    name = "translate"
+    sections = {"model": Seq2SeqConfig, "data": Seq2SeqData}
+    defaults = {"train": {"batch_size": 64, "lr": 1e-3, "epochs": 10, "eval_every": 0}}
+
+    def build(self, configs: dict[str, Any], train_cfg, device):
+        model_cfg: Seq2SeqConfig = configs["model"]
+        data_cfg: Seq2SeqData = configs["data"]
+        train_src, train_tgt, where = read_split(data_cfg, "train")
+        valid = read_split(data_cfg, "valid")
+        resolve_vocabularies(data_cfg, train_src, train_tgt)
+        model = Seq2Seq(model_cfg, data_cfg).to(device)
+        log.info(
+            "data: %d training pairs (%s), %d validation pairs; vocabularies of %d source and "
+            "%d target words (min_freq %d)",
+            len(train_src),
+            where,
+            len(valid[0]),
+            len(model.source_vocab),
+            len(model.target_vocab),
+            data_cfg.min_freq,
+        )
+        return model, self._training(model, (train_src, train_tgt), valid[:2], train_cfg)
+
+    @staticmethod
+    def _training(model, train, valid, train_cfg) -> TranslationTraining:
+        d = model.data_config
+        seed = train_cfg.seed if train_cfg is not None else 0
+        batch = train_cfg.batch_size if train_cfg is not None else 64
+        return TranslationTraining(
+            model,
+            encode_pairs(model, *train, max_len=d.max_len),
+            encode_pairs(model, *valid),
+            batch,
+            seed,
+            d.bleu,
+        )
+
+    def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
+        from rnnkit.config import from_dict
+
+        model_cfg = from_dict(Seq2SeqConfig, saved["model"])
+        data_cfg = from_dict(Seq2SeqData, saved["data"])
+        model = Seq2Seq(model_cfg, data_cfg).to(device)
+        training = None
+        if with_data:
+            train = read_split(data_cfg, "train")[:2]
+            valid = read_split(data_cfg, "valid")[:2]
+            training = self._training(model, train, valid, train_cfg)
+        return model, training
+
+
+TASK = _TranslateTask()
