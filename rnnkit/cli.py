@@ -1,7 +1,7 @@
 """The ``rnnkit`` command: a thin argparse front over the library.
 
 Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``, ``forecast``,
-``classify``, ``tag``, ``diagnose``, ``bench``. Settings resolve as defaults → ``--config FILE`` (TOML) → flags; the
+``classify``, ``tag``, ``caption``, ``translate``, ``diagnose``, ``bench``. Settings resolve as defaults → ``--config FILE`` (TOML) → flags; the
 resolved config is printed and saved in the run.
 Every inference verb takes ``--json`` and then prints one JSON object per input.
 
@@ -88,7 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume = False
     n_params = sum(p.numel() for p in model.parameters())
     if group.is_main:
-        log.info(json.dumps({k: v for k, v in saved.items() if k != "rnnkit_version"}, indent=2))
+        shown = {k: _elide_lists(v) for k, v in saved.items() if k != "rnnkit_version"}
+        log.info(json.dumps(shown, indent=2, ensure_ascii=False))
     log.info("run directory: %s | %s parameters | device %s", run.path, f"{n_params:,}", device)
     if group.enabled and group.is_main:
         log.info(
@@ -112,6 +113,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         line += f" nats/{training.tokens_name} = {last['bits']:.4f} bits"
     print(line + f"; best {summary['best_val_loss']:.4f}; saved in {run.path}", file=sys.stderr)
     return 0
+
+
+def _elide_lists(value, keep: int = 8):
+    """The config as printed: long lists (e.g. vocabularies saved in config.json) shortened."""
+    if isinstance(value, dict):
+        return {k: _elide_lists(v, keep) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > keep:
+        return [*value[:keep], f"... {len(value) - keep} more"]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +305,54 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.captioner import Captioner, format_caption
+
+    if args.beam < 1:
+        raise UsageError("--beam must be >= 1")
+    model = _load(args)
+    if not isinstance(model, Captioner):
+        raise UsageError(f"{args.run} is not a caption run")
+    results = model.caption(
+        args.images, beam_size=args.beam, max_len=args.max_len, attention_png=args.attention_png
+    )
+    for r in results:
+        print(json.dumps(r) if args.json else format_caption(r))
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rnnkit.tasks.seq2seq import Seq2Seq, format_translation
+
+    if args.beam < 1:
+        raise UsageError("--beam must be >= 1")
+    if args.max_len is not None and args.max_len < 1:
+        raise UsageError("--max-len must be >= 1")
+    model = _load(args)
+    if not isinstance(model, Seq2Seq):
+        raise UsageError(f"{args.run} is not a translate run")
+    texts = _texts(args)
+    results = model.translate(
+        texts,
+        beam_size=args.beam,
+        max_len=args.max_len,
+        length_penalty=args.length_penalty,
+        attention=bool(args.attention_png),
+    )
+    for i, r in enumerate(results):
+        if args.attention_png:
+            png = Path(args.attention_png)
+            if len(results) > 1:  # one picture per input: a.png -> a-1.png, a-2.png, ...
+                png = png.with_name(f"{png.stem}-{i + 1}{png.suffix}")
+            model.plot_attention(r, png)
+            r["attention_png"] = str(png)
+            r.pop("attention")
+        print(json.dumps(r, ensure_ascii=False) if args.json else format_translation(r))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +489,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--evaluate", action="store_true", help="also compare with the baselines on the test part"
     )
     f.set_defaults(func=cmd_forecast)
+
+    cap = verbs.add_parser("caption", help="describe images with a caption run")
+    _run_options(cap)
+    cap.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files, or ARCHIVE.tar:MEMBER names"
+    )
+    cap.add_argument("--beam", type=int, default=1, help="beam size (default 1: greedy)")
+    cap.add_argument("--max-len", type=int, default=None, help="longest caption in words")
+    cap.add_argument(
+        "--attention-png",
+        metavar="PNG",
+        help="attention runs: draw the image with each word's attention map here",
+    )
+    cap.set_defaults(func=cmd_caption)
+
+    tr = verbs.add_parser("translate", help="translate sentences with a translate run")
+    _run_options(tr)
+    tr.add_argument("text", nargs="*", metavar="SENTENCE", help="sentences to translate")
+    tr.add_argument("--file", help="translate every non-empty line of this file")
+    tr.add_argument("--beam", type=int, default=5, help="beam size (default 5; 1 = greedy)")
+    tr.add_argument(
+        "--max-len", type=int, default=None, help="longest output in words (default 2·S + 10)"
+    )
+    tr.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        help="beam score = log p / length^this (default 1.0; 0 = raw log-probability)",
+    )
+    tr.add_argument(
+        "--attention-png", metavar="PNG", help="attention runs: draw the attention matrix here"
+    )
+    tr.set_defaults(func=cmd_translate)
 
     from rnnkit.diagnostics import add_diagnostic_verbs
 

@@ -19,6 +19,8 @@ TASK_MODULES: dict[str, str] = {
     "music": "rnnkit.tasks.music",
     "classify": "rnnkit.tasks.classifier",
     "tag": "rnnkit.tasks.tagger",
+    "translate": "rnnkit.tasks.seq2seq",
+    "caption": "rnnkit.tasks.captioner",
 }
 
 
