@@ -32,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "TrainingTask",
     "TrainingError",
+    "IndependentBatches",
     "fit",
     "select_device",
     "seed_everything",
@@ -122,6 +123,17 @@ class TrainingTask(Protocol):
     def carried_state(self) -> dict[str, torch.Tensor]: ...
 
     def load_carried_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+class IndependentBatches:
+    """Mixin for training tasks whose batches share no recurrent state (classification, tagging,
+    translation, captioning, windowed forecasting): nothing to carry across steps or checkpoints."""
+
+    def carried_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_carried_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
 
 
 def select_device(name: str = "auto") -> torch.device:

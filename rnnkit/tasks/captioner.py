@@ -60,6 +60,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit.attention import build_attention
 from rnnkit.cells import LSTMCell
+from rnnkit.config import field_meta as _opt
 from rnnkit.data.images import (
     Captions,
     FeatureCache,
@@ -81,6 +82,7 @@ from rnnkit.image_encoders import (
 from rnnkit.layers import LSTM
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
+from rnnkit.train import IndependentBatches
 
 __all__ = [
     "CaptionData",
@@ -101,15 +103,6 @@ log = logging.getLogger(__name__)
 
 ATTENTIONS = ("additive", "none")
 GRID = 7  # both encoders give a 7×7 grid: L = 49 positions
-
-
-def _opt(help_text: str, choices=None, cli: bool = True) -> dict:
-    meta: dict[str, Any] = {"help": help_text}
-    if choices:
-        meta["choices"] = choices
-    if not cli:
-        meta["cli"] = False
-    return meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -773,7 +766,7 @@ def plot_attention_overlay(
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-class CaptionTraining:
+class CaptionTraining(IndependentBatches):
     """Batches for :func:`rnnkit.train.fit`: each epoch shuffles the images (a generator seeded
     with (seed, epoch), so a resumed run sees the same batches) and cuts their captions, kept
     together per image, into batches; validation reports loss and BLEU-1…4."""
@@ -825,12 +818,6 @@ class CaptionTraining:
         m = getattr(model, "module", model).evaluate_split(self.valid, self.eval_beam)
         log.debug("validation in %.1f s", time.monotonic() - t)
         return {k: m[k] for k in ("loss", "bleu1", "bleu2", "bleu3", "bleu4")}
-
-    def carried_state(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_carried_state(self, state: dict[str, Tensor]) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------

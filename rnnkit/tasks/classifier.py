@@ -47,6 +47,7 @@ from rnnkit.errors import DataError
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.metrics import classification_report, plot_confusion_matrix
 from rnnkit.tasks.base import Output
+from rnnkit.train import IndependentBatches
 
 __all__ = [
     "AttentionPooling",
@@ -816,7 +817,7 @@ def resolve_data(d: ClassifierData, train: RawExamples) -> Vocab | None:
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-class ClassificationTraining:
+class ClassificationTraining(IndependentBatches):
     """Shuffled, length-bucketed batches for :func:`rnnkit.train.fit`; epoch e's order comes from
     a generator seeded with (seed, e), so a resumed run sees exactly the same batches."""
 
@@ -863,12 +864,6 @@ class ClassificationTraining:
     def evaluate(self, model) -> dict[str, float]:
         m = model.evaluate_examples(self.valid)
         return {k: m[k] for k in ("loss", "accuracy", "macro_f1")}
-
-    def carried_state(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_carried_state(self, state: dict[str, Tensor]) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------

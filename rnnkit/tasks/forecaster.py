@@ -79,6 +79,7 @@ from rnnkit.data.series import (
 from rnnkit.errors import DataError
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.tasks.base import Output
+from rnnkit.train import IndependentBatches
 
 __all__ = [
     "ARModel",
@@ -922,7 +923,7 @@ def format_table(
 # ---------------------------------------------------------------------------------------------
 # Training task
 # ---------------------------------------------------------------------------------------------
-class ForecastTraining:
+class ForecastTraining(IndependentBatches):
     """Windows of ``L + H`` steps, shuffled per epoch with a seeded generator (so a resumed run
     sees the same batches). The loss is the head's loss at every window position t ≥ ``burn_in``
     (targets z_{t+1..t+S}) plus, for a recursive model with ``rollout_weight`` w > 0,
@@ -1013,12 +1014,6 @@ class ForecastTraining:
             inside = (future >= lower) & (future <= upper)
             metrics["coverage"] = float(inside[ok].float().mean())
         return metrics
-
-    def carried_state(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_carried_state(self, state: dict[str, Tensor]) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------

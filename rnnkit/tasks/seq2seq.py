@@ -54,6 +54,7 @@ from torch import Tensor, nn
 
 from rnnkit.attention import ATTENTION_KINDS, build_attention, plot_attention
 from rnnkit.cells import GRUCell, LSTMCell
+from rnnkit.config import field_meta as _opt
 from rnnkit.data.batching import pad_sequences
 from rnnkit.data.parallel import detokenize, read_parallel, tokenize
 from rnnkit.data.vocab import SPECIALS, Vocab
@@ -63,6 +64,7 @@ from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
 from rnnkit.tasks.classifier import bucket_batches, make_recurrent, split_holdout
+from rnnkit.train import IndependentBatches
 
 __all__ = [
     "LENGTH_BUCKETS",
@@ -82,15 +84,6 @@ log = logging.getLogger(__name__)
 CELLS = ("gru", "lstm")
 #: upper edges of the source-length buckets (in tokens) used by :func:`bleu_by_length`
 LENGTH_BUCKETS = (8, 11, 14, 18)
-
-
-def _opt(help_text: str, choices=None, cli: bool = True) -> dict:
-    meta: dict[str, Any] = {"help": help_text}
-    if choices:
-        meta["choices"] = choices
-    if not cli:
-        meta["cli"] = False  # resolved from the data and saved in config.json, not a flag
-    return meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,7 +617,7 @@ def encode_pairs(
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-class TranslationTraining:
+class TranslationTraining(IndependentBatches):
     """Length-bucketed batches for :func:`rnnkit.train.fit` (epoch e's order is seeded with
     (seed, e), so a resumed run sees the same batches); validation reports the per-token
     cross-entropy ``loss``, ``ppl`` and greedy corpus ``bleu``."""
@@ -695,12 +688,6 @@ class TranslationTraining:
             hyps = model.hypotheses_text(model.decode([p.source for p in self.valid], 1))
             out["bleu"] = bleu_scores(hyps, [[p.reference] for p in self.valid])["bleu"]
         return out
-
-    def carried_state(self) -> dict[str, Tensor]:
-        return {}
-
-    def load_carried_state(self, state: dict[str, Tensor]) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------
