@@ -817,7 +817,26 @@ def resolve_data(d: ClassifierData, train: RawExamples) -> Vocab | None:
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-class ClassificationTraining(IndependentBatches):
+class BucketedBatches(IndependentBatches):
+    """Mixin: each epoch's batches group examples of similar ``_sort_keys`` (lengths), in an
+    order drawn from (seed, epoch) so a resumed run sees the same batches. Needs ``train``,
+    ``batch_size``, ``seed``, ``_sort_keys`` and ``_epoch, _plan = -1, []``."""
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.batch_size)
+
+    def _plan_for(self, epoch: int) -> list[list[int]]:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._plan = bucket_batches(self._sort_keys, self.batch_size, rng)
+            self._epoch = epoch
+        return self._plan
+
+    def start_epoch(self, epoch: int) -> None:
+        self._plan_for(epoch)
+
+
+class ClassificationTraining(BucketedBatches):
     """Shuffled, length-bucketed batches for :func:`rnnkit.train.fit`; epoch e's order comes from
     a generator seeded with (seed, e), so a resumed run sees exactly the same batches."""
 
@@ -838,21 +857,8 @@ class ClassificationTraining(IndependentBatches):
         self.valid = valid
         self.batch_size = batch_size
         self.seed = seed
-        self._lengths = [e.length for e in train]
+        self._sort_keys = [e.length for e in train]
         self._epoch, self._plan = -1, []
-
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.batch_size)
-
-    def _plan_for(self, epoch: int) -> list[list[int]]:
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._plan = bucket_batches(self._lengths, self.batch_size, rng)
-            self._epoch = epoch
-        return self._plan
-
-    def start_epoch(self, epoch: int) -> None:
-        self._plan_for(epoch)
 
     def batch(self, epoch: int, index: int) -> dict[str, Tensor | None]:
         return collate([self.train[i] for i in self._plan_for(epoch)[index]])

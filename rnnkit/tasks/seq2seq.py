@@ -47,7 +47,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,8 +62,7 @@ from rnnkit.errors import DataError
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
-from rnnkit.tasks.classifier import bucket_batches, make_recurrent, split_holdout
-from rnnkit.train import IndependentBatches
+from rnnkit.tasks.classifier import BucketedBatches, make_recurrent, split_holdout
 
 __all__ = [
     "LENGTH_BUCKETS",
@@ -617,7 +615,7 @@ def encode_pairs(
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-class TranslationTraining(IndependentBatches):
+class TranslationTraining(BucketedBatches):
     """Length-bucketed batches for :func:`rnnkit.train.fit` (epoch e's order is seeded with
     (seed, e), so a resumed run sees the same batches); validation reports the per-token
     cross-entropy ``loss``, ``ppl`` and greedy corpus ``bleu``."""
@@ -641,21 +639,8 @@ class TranslationTraining(IndependentBatches):
         self.seed = seed
         self.bleu = bleu
         # sort key inside a pool: source length, then target length
-        self._keys = [1000 * len(p.source) + len(p.target) for p in train]
+        self._sort_keys = [1000 * len(p.source) + len(p.target) for p in train]
         self._epoch, self._plan = -1, []
-
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.batch_size)
-
-    def _plan_for(self, epoch: int) -> list[list[int]]:
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._plan = bucket_batches(self._keys, self.batch_size, rng)
-            self._epoch = epoch
-        return self._plan
-
-    def start_epoch(self, epoch: int) -> None:
-        self._plan_for(epoch)
 
     def batch(self, epoch: int, index: int) -> dict[str, Tensor]:
         m = self.model
