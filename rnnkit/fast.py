@@ -138,9 +138,14 @@ def _mm_add(x: Tensor, w: Tensor, bias: Tensor | None, add: Tensor, onednn: bool
     return out
 
 
+# Weight gradients: "mm" = ``torch.mm`` on the transposed view (the BLAS reads it in place);
+# "onednn" = oneDNN's linear, which needs both operands transposed into fresh memory first.
+WGRAD_BACKEND = "mm"
+
+
 def _grad_weight(dy: Tensor, x: Tensor) -> Tensor:
     """Σ over rows of dyᵀ x: the weight gradient of y = x Wᵀ as one GEMM, (N × R)·(R × K)."""
-    if _onednn(dy):
+    if WGRAD_BACKEND == "onednn" and _onednn(dy):
         return _LP(dy.t(), x.t().contiguous(), None, "none", [], "")
     return torch.mm(dy.t(), x)
 
@@ -675,7 +680,8 @@ def _gru_reset_before_forward_loop(
 
 
 def _gru_reset_before_backward_loop(
-    dxp: Tensor,
+    d_rz: Tensor,
+    d_n: Tensor,
     r: Tensor,
     z: Tensor,
     gy: Tensor | None,
@@ -692,10 +698,11 @@ def _gru_reset_before_backward_loop(
     s_n: list[Tensor],
     alpha: Tensor | None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """``dxp (T, B, 3, H)`` holds the coefficients on entry and ∂L/∂(x̂ + â) on return."""
-    T, B, H = dxp.shape[0], dxp.shape[1], dxp.shape[3]
-    dzn_l, cr_l = dxp.narrow(2, 1, 2).unbind(0), dxp.select(2, 0).unbind(0)
-    d2_l = dxp.view(T, B, 3 * H).unbind(0)
+    """``d_rz (T, B, 2, H)`` and ``d_n (T, B, H)`` hold the coefficients on entry and ∂L/∂(x̂ + â)
+    on return (two buffers, so that every step's GEMM operand is contiguous)."""
+    T, B, H = d_rz.shape[0], d_rz.shape[1], d_rz.shape[3]
+    cr_l, cz_l, dn_l = d_rz.select(2, 0).unbind(0), d_rz.select(2, 1).unbind(0), d_n.unbind(0)
+    drz_l = d_rz.view(T, B, 2 * H).unbind(0)
     r_l, z_l = r.unbind(0), z.unbind(0)
     gy_l: list[Tensor] = gy.unbind(0) if gy is not None else []
     al: list[Tensor] = alpha.unbind(0) if alpha is not None else []
@@ -708,23 +715,24 @@ def _gru_reset_before_backward_loop(
         if len(al) > 0:
             g_new = gh * al[t]
             direct = gh - g_new
-        dzn_l[t].mul_(g_new.unsqueeze(1))
-        d_t = d2_l[t]
-        dn = d_t.narrow(1, 2 * H, H)
+        cz_l[t].mul_(g_new)
+        dn = dn_l[t].mul_(g_new)
         if lnw_n is not None:
             dn = _ln_chunks_backward(dn, pre_n[t], m_n[t], s_n[t], lnw_n, 1)
             dan_l.append(dn)
         g_rh = _mm(dn, w_n_t, None, onednn)  # ∂L/∂(r ⊙ h_{t−1})
         cr_l[t].mul_(g_rh)
-        drz = d_t.narrow(1, 0, 2 * H)
+        drz = drz_l[t]
         if lnw_rz is not None:
             drz = _ln_chunks_backward(drz, pre_rz[t], m_rz[t], s_rz[t], lnw_rz, 2)
             darz_l.append(drz)
-        add = torch.mul(g_new, z_l[t]).addcmul_(g_rh, r_l[t])
+        if t > 0 and len(gy_l) > 0:
+            add = torch.addcmul(gy_l[t - 1], g_new, z_l[t])
+        else:
+            add = torch.mul(g_new, z_l[t])
+        add.addcmul_(g_rh, r_l[t])
         if direct is not None:
             add.add_(direct)
-        if t > 0 and len(gy_l) > 0:
-            add.add_(gy_l[t - 1])
         gh = _mm_add(drz, w_rz_t, None, add, onednn)
     return gh, darz_l, dan_l
 
@@ -1069,22 +1077,22 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
         r, z = rz.view(T, B, 2, H).unbind(2)
         h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
         # ∂(x̂+â)/∂h̃ for z and n, ∂(x̂_r+â_r)/∂(r ⊙ h) for r; then the gradients, in place
-        dxp = hs.new_empty(T, B, 3, H)
-        c_r, c_z, c_n = dxp.unbind(2)
+        d_rz, c_n = hs.new_empty(T, B, 2, H), hs.new_empty(T, B, H)
+        c_r, c_z = d_rz.unbind(2)
         _one_minus(r, c_r).mul_(h_prev)
         _one_minus(z, c_z).mul_(h_prev - n)
         _one_minus_square(n, c_n).mul_(torch.rsub(z, 1))
         (w_rz_t, onednn), (w_n_t, _) = _pack(w_hh[: 2 * H].t(), B), _pack(w_hh[2 * H :].t(), B)
         lnw_rz, lnw_n = (ln_w[: 2 * H], ln_w[2 * H :]) if layer_norm else (None, None)
         gh, darz_l, dan_l = _loop(_gru_reset_before_backward_loop)(
-            dxp, r, z, g_hs, w_rz_t, w_n_t, onednn, lnw_rz, lnw_n, *ctx.lists, alpha
+            d_rz, c_n, r, z, g_hs, w_rz_t, w_n_t, onednn, lnw_rz, lnw_n, *ctx.lists, alpha
         )
-        dxp = dxp.view(T, B, 3 * H)
+        d_rz = d_rz.view(T, B, 2 * H)
+        dxp = torch.cat([d_rz, c_n], 2)
         if layer_norm:
             da_rz, da_n = _steps_back(darz_l), _steps_back(dan_l)
         else:
-            da_rz, da_n = dxp[..., : 2 * H], dxp[..., 2 * H :]
-        # 2-D views of the (T·B, ·) rows, strided where they slice dxp: no extra copies
+            da_rz, da_n = d_rz, c_n
         da_rz_2d, da_n_2d = da_rz.flatten(0, 1), da_n.flatten(0, 1)
         g_w_rz = _grad_weight(da_rz_2d, h_prev.view(T * B, H))
         g_w_n = _grad_weight(da_n_2d, rh.view(T * B, H))
@@ -1094,8 +1102,8 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
             g_b = torch.cat([_sum_tb(da_rz), _sum_tb(da_n)])
         g_ln = (None, None)
         if layer_norm:
-            w_rz, b_rz = _ln_chunks_param_grads(dxp[..., : 2 * H], pre_rz, m_rz, s_rz, 2)
-            w_n, b_n = _ln_chunks_param_grads(dxp[..., 2 * H :], pre_n, m_n, s_n, 1)
+            w_rz, b_rz = _ln_chunks_param_grads(d_rz, pre_rz, m_rz, s_rz, 2)
+            w_n, b_n = _ln_chunks_param_grads(c_n, pre_n, m_n, s_n, 1)
             g_ln = (torch.cat([w_rz, w_n]), torch.cat([b_rz, b_n]))
         return dxp, gh, g_w, g_b, *g_ln, None
 
