@@ -14,9 +14,11 @@ one by one; here
 * the weight gradients are single large GEMMs over every step,
   ∂L/∂W_hh = Σ_t ∂a_tᵀ h_{t−1} = (T·B × G)ᵀ · (T·B × H), and likewise for the input projection
   W_ih x_t + b_ih, which is hoisted out of the loop (one GEMM forward, two backward);
-* on fp32 CPU the GEMMs run on oneDNN (``torch.ops.mkldnn._linear_pointwise``, the recurrent weight
-  reordered once per sequence into oneDNN's blocked layout), about twice the rate of ``torch.mm``
-  where MKL takes a slow path (AMD CPUs); elsewhere (float64, CUDA) on ``torch.mm``;
+* on fp32 CPU the step and projection GEMMs run on oneDNN (``torch.ops.mkldnn._linear_pointwise``,
+  the recurrent weight reordered once per sequence into oneDNN's blocked layout), about twice the
+  rate of ``torch.mm`` where MKL takes a slow path (AMD CPUs); the weight gradients stay on
+  ``torch.mm``, which reads the transposed (T·B × G) operand in place where oneDNN would first
+  need it copied (measured faster at every shape here); float64 and CUDA use ``torch.mm``;
 * the time loops themselves are TorchScript functions (Python fallback where TorchScript is
   unavailable), which takes the Python interpreter out of the per-step overhead;
 * on CPU, tanh is computed as 2σ(2x) − 1: torch's CPU tanh measured ~9× slower per element than
@@ -151,7 +153,7 @@ def _grad_weight(dy: Tensor, x: Tensor) -> Tensor:
 
 
 class _Linear(torch.autograd.Function):
-    """y = x Wᵀ + b with all three GEMMs (forward, ∂x = ∂y W, ∂W = ∂yᵀ x) on oneDNN."""
+    """y = x Wᵀ + b with the forward and ∂x = ∂y W on oneDNN, ∂W = ∂yᵀ x by :func:`_grad_weight`."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -175,7 +177,7 @@ class _Linear(torch.autograd.Function):
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``F.linear`` over any leading shape, with oneDNN GEMMs forward and backward on fp32 CPU."""
+    """``F.linear`` over any leading shape, with the GEMMs of :class:`_Linear` on fp32 CPU."""
     if not _onednn(weight):
         return F.linear(x, weight, bias)
     lead = x.shape[:-1]
