@@ -50,8 +50,13 @@ def init_from_env(device: torch.device) -> tuple[Dist, torch.device]:
     timeout = float(os.environ.get("RNNKIT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     group = Dist()
-    log.info("process group: rank %d of %d (%s, timeout %.0f s)", group.rank, group.world, backend,
-             timeout)
+    log.info(
+        "process group: rank %d of %d (%s, timeout %.0f s)",
+        group.rank,
+        group.world,
+        backend,
+        timeout,
+    )
     return group, device
 
 

@@ -260,9 +260,7 @@ def bleu_scores(
     from sacrebleu.metrics import BLEU
 
     streams = _reference_streams(hypotheses, references)
-    result = BLEU(max_ngram_order=max_order, tokenize="13a").corpus_score(
-        list(hypotheses), streams
-    )
+    result = BLEU(max_ngram_order=max_order, tokenize="13a").corpus_score(list(hypotheses), streams)
     return {
         "bleu": float(result.score),
         "precisions": [float(p) for p in result.precisions],

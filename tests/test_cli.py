@@ -245,8 +245,21 @@ def _train_cmd(corpus, out, *extra):
     # no time budget (--minutes none): a wall-clock schedule could not repeat bit for bit
     flags = "--max-steps 120 --eval-every 10 --log-every 5 --threads 1 --minutes none"
     flags += " --dropout 0.2 --num-layers 2"
-    return [sys.executable, "-m", "rnnkit", "-q", "train", "lm", "--data", str(corpus),
-            "--out", str(out), *TINY, *flags.split(), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "rnnkit",
+        "-q",
+        "train",
+        "lm",
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        *TINY,
+        *flags.split(),
+        *extra,
+    ]
 
 
 def test_sigkill_after_checkpoint_then_resume_is_bit_for_bit(tmp_path, corpus):

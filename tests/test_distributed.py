@@ -16,9 +16,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 TEXT = ("O Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name;\n") * 30
-ARGS = ["--max-steps", "6", "--eval-every", "3", "--batch-size", "4", "--bptt", "16",
-        "--hidden-size", "16", "--embed-size", "8", "--dropout", "0", "--threads", "1",
-        "--no-progress"]
+ARGS = [
+    "--max-steps",
+    "6",
+    "--eval-every",
+    "3",
+    "--batch-size",
+    "4",
+    "--bptt",
+    "16",
+    "--hidden-size",
+    "16",
+    "--embed-size",
+    "8",
+    "--dropout",
+    "0",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def _env():
@@ -29,8 +45,17 @@ def _env():
 
 
 def _torchrun(nproc: int, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", "-m", "rnnkit", "-q", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "rnnkit",
+        "-q",
+        *argv,
+    ]
 
 
 @pytest.fixture()
@@ -42,11 +67,32 @@ def corpus(tmp_path) -> Path:
 
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, corpus):
     single, double = tmp_path / "single", tmp_path / "double"
-    subprocess.run([sys.executable, "-m", "rnnkit", "-q", "train", "lm", "--data", str(corpus),
-                    "--out", str(single), *ARGS], check=True, env=_env(), timeout=300,
-                   capture_output=True)
-    r = subprocess.run(_torchrun(2, "train", "lm", "--data", str(corpus), "--out", str(double),
-                                 *ARGS), env=_env(), timeout=300, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnkit",
+            "-q",
+            "train",
+            "lm",
+            "--data",
+            str(corpus),
+            "--out",
+            str(single),
+            *ARGS,
+        ],
+        check=True,
+        env=_env(),
+        timeout=300,
+        capture_output=True,
+    )
+    r = subprocess.run(
+        _torchrun(2, "train", "lm", "--data", str(corpus), "--out", str(double), *ARGS),
+        env=_env(),
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = load_file(single / "model.safetensors"), load_file(double / "model.safetensors")
     assert a.keys() == b.keys()
@@ -64,8 +110,9 @@ def _children(pid: int) -> list[int]:
 def test_a_killed_rank_ends_the_job_and_resume_continues_on_all_ranks(tmp_path, corpus):
     out = tmp_path / "run"
     argv = ["train", "lm", "--data", str(corpus), "--out", str(out), *ARGS, "--max-steps", "400"]
-    proc = subprocess.Popen(_torchrun(2, *argv), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _torchrun(2, *argv), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while not (out / "trainer.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -81,7 +128,12 @@ def test_a_killed_rank_ends_the_job_and_resume_continues_on_all_ranks(tmp_path, 
     step = torch.load(out / "trainer.pt", weights_only=True)["step"]
     assert step < 400
     target = str(step + 6)
-    r = subprocess.run(_torchrun(2, "train", "lm", "--resume", str(out), "--max-steps", target),
-                       env=_env(), timeout=300, capture_output=True, text=True)
+    r = subprocess.run(
+        _torchrun(2, "train", "lm", "--resume", str(out), "--max-steps", target),
+        env=_env(),
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert torch.load(out / "trainer.pt", weights_only=True)["step"] == step + 6
