@@ -133,6 +133,22 @@ def _load(args):
     return load(args.run, tag=args.tag, device=args.device)
 
 
+ENSEMBLE_HELP = (
+    "classify runs: more runs (same classes) whose class probabilities are averaged with RUN's"
+)
+
+
+def _ensemble(args, model) -> list:
+    """The classify runs of ``--ensemble``, loaded like the main run."""
+    from rnnkit.api import load
+    from rnnkit.tasks.classifier import Classifier
+
+    runs = getattr(args, "ensemble", None) or []
+    if runs and not isinstance(model, Classifier):
+        raise UsageError(f"--ensemble averages classify runs; {args.run} is not one")
+    return [load(run, tag=args.tag, device=args.device) for run in runs]
+
+
 def _unknown(args) -> str:
     return "drop" if getattr(args, "drop_unknown", False) else "error"
 
@@ -228,6 +244,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rnnkit.data.readers import read_text
 
     model = _load(args)
+    ensemble = _ensemble(args, model)
+    if ensemble:
+        result = model.evaluate_file(
+            args.data, confusion=args.confusion, encoding=args.encoding, ensemble=ensemble
+        )
+        print(json.dumps(result) if args.json else model.format_evaluation(result))
+        return 0
     if hasattr(model, "evaluate_file"):  # classification, tagging: metrics on labelled data
         result = model.evaluate_file(args.data, confusion=args.confusion, encoding=args.encoding)
         print(json.dumps(result) if args.json else model.format_evaluation(result))
@@ -289,7 +312,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     model = _load(args)
     if not isinstance(model, Classifier):
         raise UsageError(f"{args.run} is not a classify run")
-    for r in model.predict(_texts(args)):
+    for r in model.predict(_texts(args), ensemble=_ensemble(args, model)):
         print(json.dumps(r) if args.json else format_prediction(r))
     return 0
 
@@ -457,12 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--confusion", metavar="PNG", help="classify/tag runs: draw the confusion matrix here"
     )
+    e.add_argument("--ensemble", nargs="+", metavar="RUN", help=ENSEMBLE_HELP)
     e.set_defaults(func=cmd_evaluate)
 
     k = verbs.add_parser("classify", help="class probabilities of texts (or rows of numbers)")
     _run_options(k)
     k.add_argument("text", nargs="*", metavar="TEXT", help="inputs to classify")
     k.add_argument("--file", help="classify every non-empty line of this file")
+    k.add_argument("--ensemble", nargs="+", metavar="RUN", help=ENSEMBLE_HELP)
     k.set_defaults(func=cmd_classify)
 
     t = verbs.add_parser("tag", help="tag every token of whitespace-tokenised sentences")

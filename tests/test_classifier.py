@@ -248,6 +248,50 @@ def test_cli_train_classify_evaluate(sentiment, tmp_path, capsys):
     assert code == 0 and "accuracy" in out and "macro-F1" in out
 
 
+def test_ensemble_averages_member_probabilities(sentiment):
+    train, dev = sentiment
+    a, _ = build(train, dev)
+    torch.manual_seed(5)
+    b, _ = build(train, dev, embed_size=6, pooling="mean")  # another vocabulary size is fine
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(torch.randn_like(p))
+    texts = ["great film", "awful acting , truly"]
+    pa, pb = (
+        torch.tensor([list(r["probabilities"].values()) for r in m.predict(texts)]) for m in (a, b)
+    )
+    both = torch.tensor([list(r["probabilities"].values()) for r in a.predict(texts, ensemble=[b])])
+    torch.testing.assert_close(both, (pa + pb) / 2)
+    assert not torch.allclose(pa, pb)
+    alone, pair = a.evaluate_file(str(dev)), a.evaluate_file(str(dev), ensemble=[a])
+    assert pair["members"] == 2 and pair["accuracy"] == alone["accuracy"]
+    assert pair["loss"] == pytest.approx(alone["loss"])
+    other, _ = build(train, None, data_label_names="0=neg,1=pos", data_valid_fraction=0.2)
+    other.labels = ["neg", "pos"]
+    with pytest.raises(ValueError, match="same classes"):
+        a.predict(texts, ensemble=[other])
+
+
+def test_cli_ensemble(sentiment, tmp_path, capsys):
+    train, dev = sentiment
+    runs = [tmp_path / "r1", tmp_path / "r2"]
+    for seed, run in enumerate(runs):
+        code, _, err = run_cli(
+            capsys, "-q", "train", "classify", "--data", train, "--valid", dev, "--out", run,
+            "--max-steps", 3, "--seed", seed, *TINY,
+        )  # fmt: skip
+        assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", runs[0], "--ensemble", runs[1], "--json")
+    assert code == 0, err
+    assert json.loads(out)["members"] == 2
+    code, out, err = run_cli(capsys, "classify", runs[0], "good", "--ensemble", runs[1], "--json")
+    assert code == 0, err
+    both = json.loads(out)["probabilities"]
+    singles = [json.loads(run_cli(capsys, "classify", r, "good", "--json")[1]) for r in runs]
+    for label, p in both.items():
+        assert p == pytest.approx(sum(s["probabilities"][label] for s in singles) / 2)
+
+
 def test_cli_bad_input_exits_2(sentiment, tmp_path, capsys):
     train, dev = sentiment
     broken = tmp_path / "broken.txt"

@@ -641,11 +641,32 @@ class Classifier(nn.Module):
             out[idx] = torch.softmax(logits.float(), -1).cpu()
         return out
 
-    def predict(self, inputs: Sequence[str | Sequence[float]]) -> list[dict[str, Any]]:
+    def _check_ensemble(self, ensemble: Sequence[Classifier]) -> list[Classifier]:
+        members = [self, *ensemble]
+        for m in ensemble:
+            if not isinstance(m, Classifier) or m.labels != self.labels:
+                raise ValueError(
+                    "ensemble members must be classify runs with the same classes "
+                    f"({', '.join(self.labels)})"
+                )
+        return members
+
+    def ensemble_probabilities(self, encode, ensemble: Sequence[Classifier] = ()) -> Tensor:
+        """p(y | x) averaged over this model and the ``ensemble`` members, (1/M) Σ_m p_m(y | x);
+        ``encode(model)`` gives the examples as that model encodes them (its own vocabulary)."""
+        members = self._check_ensemble(ensemble)
+        return sum(m.probabilities(encode(m)) for m in members) / len(members)
+
+    def predict(
+        self, inputs: Sequence[str | Sequence[float]], ensemble: Sequence[Classifier] = ()
+    ) -> list[dict[str, Any]]:
         """For each input: ``label`` (its display name), ``probability`` and every class's
-        ``probabilities``."""
-        examples = [self.encode(x, where=f"input {i + 1}: ") for i, x in enumerate(inputs)]
-        probs = self.probabilities(examples)
+        ``probabilities`` (averaged over the ``ensemble`` members too, when given)."""
+
+        def encode(model: Classifier) -> list[Example]:
+            return [model.encode(x, where=f"input {i + 1}: ") for i, x in enumerate(inputs)]
+
+        probs = self.ensemble_probabilities(encode, ensemble)
         results = []
         for x, p in zip(inputs, probs.tolist()):
             k = int(np.argmax(p))
@@ -662,7 +683,9 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def evaluate_examples(self, examples: Sequence[Example], batch_size: int = 256) -> dict:
         """Mean cross-entropy ``loss`` and the :func:`~rnnkit.metrics.classification_report`."""
-        probs = self.probabilities(examples, batch_size)
+        return self._report(self.probabilities(examples, batch_size), examples)
+
+    def _report(self, probs: Tensor, examples: Sequence[Example]) -> dict:
         gold = torch.tensor([e.target for e in examples])
         loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), gold))
         pred = probs.argmax(1).tolist()
@@ -676,16 +699,22 @@ class Classifier(nn.Module):
         path: str | None = None,
         confusion: str | None = None,
         encoding: str | None = None,
+        ensemble: Sequence[Classifier] = (),
     ) -> dict[str, Any]:
         """Accuracy, macro-F1, per-class precision/recall and the confusion matrix on a file in
-        the run's format (default: the run's validation data); ``confusion`` writes the PNG."""
+        the run's format (default: the run's validation data); ``confusion`` writes the PNG.
+        With ``ensemble`` the class probabilities are averaged over this model and the members."""
         d = self.data_config
         if path is None:
             raw, where = read_split(d, "valid"), f"validation split ({d.valid or d.data})"
         else:
             raw, where = read_examples(d, path, encoding or d.encoding), str(path)
         examples = encode_all(self, raw, where)
-        result = {"data": where, **self.evaluate_examples(examples)}
+        if ensemble:
+            probs = self.ensemble_probabilities(lambda m: encode_all(m, raw, where), ensemble)
+            result = {"data": where, "members": 1 + len(ensemble), **self._report(probs, examples)}
+        else:
+            result = {"data": where, **self.evaluate_examples(examples)}
         if confusion:
             plot_confusion_matrix(result["confusion"], result["labels"], confusion)
             result["confusion_png"] = str(confusion)
