@@ -22,8 +22,9 @@ one by one; here
 * the time loops themselves are TorchScript functions (Python fallback where TorchScript is
   unavailable), which takes the Python interpreter out of the per-step overhead;
 * on CPU, tanh is computed as 2σ(2x) − 1: torch's CPU tanh measured ~9× slower per element than
-  its sigmoid, and for the LSTM the factor 2 is folded into the g rows of W_hh (or of the LN gain
-  and shift), so a single sigmoid over all four gate blocks yields i, f, o and σ(2 z_g).
+  its sigmoid, and the factor 2 is folded into the weights: the g rows of the LSTM's W_hh (or of
+  its LN gain and shift), so a single sigmoid over all four gate blocks yields i, f, o and
+  σ(2 z_g), and the n rows of the GRU's (with x̂_n doubled once for the whole sequence).
 
 State updates with ``lengths`` and zoneout share one form: with a per-step, per-unit coefficient
 α_t the state is s_t = s_{t−1} + α_t ⊙ (s̃_t − s_{t−1}) (``torch.lerp``), where s̃_t is the cell's
@@ -251,16 +252,17 @@ def _one_minus_square(x: Tensor, out: Tensor) -> Tensor:
     return out.neg_().add_(1)
 
 
-def _tanh_(x: Tensor, via_sigmoid: bool) -> Tensor:
-    """tanh in place; on CPU as 2σ(2x) − 1, since torch's CPU tanh measured ~9× slower per element
-    than its sigmoid here (absolute error stays at the level of one rounding of 1)."""
+def _tanh_of_half_(u: Tensor, via_sigmoid: bool) -> Tensor:
+    """tanh(u / 2) in place where ``via_sigmoid`` (the caller doubled the pre-activation v = u / 2
+    upstream, in its weights: tanh(v) = 2σ(2v) − 1 then costs one op less), else tanh(u)."""
     if via_sigmoid:
-        return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
-    return x.tanh_()
+        return u.sigmoid_().mul_(2.0).sub_(1.0)
+    return u.tanh_()
 
 
 def _tanh_into(x: Tensor, out: Tensor, via_sigmoid: bool) -> Tensor:
-    """out = tanh(x), as :func:`_tanh_`."""
+    """out = tanh(x); on CPU as 2σ(2x) − 1, since torch's CPU tanh measured ~9× slower per element
+    than its sigmoid here (absolute error stays at the level of one rounding of 1)."""
     if via_sigmoid:
         return torch.mul(x, 2.0, out=out).sigmoid_().mul_(2.0).sub_(1.0)
     return torch.tanh(x, out=out)
@@ -389,7 +391,7 @@ def _lstm_forward_loop(
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
     """With ``scale`` (= 1, 1, 2, 1 per gate block; CPU) the g block of W (or of the LN gain and
     shift) and of ``xp`` arrives doubled and the LN-c gain and shift doubled, so one sigmoid gives
-    i, f, o and σ(2 z_g), and tanh is computed as 2σ(2x) − 1 (see :func:`_tanh_`)."""
+    i, f, o and σ(2 z_g), and tanh is computed as 2σ(2x) − 1 (see :func:`_tanh_into`)."""
     T, B, G = xp.shape[0], xp.shape[1], xp.shape[2]
     H = G // 4
     pre: list[Tensor] = []
@@ -534,6 +536,7 @@ def _lstm_backward_loop(
 
 def _gru_forward_loop(
     xp: Tensor,
+    x_n: Tensor,
     h0: Tensor,
     w: Tensor,
     onednn: bool,
@@ -547,12 +550,15 @@ def _gru_forward_loop(
     eps: float,
     sig_tanh: bool,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    """With ``sig_tanh`` the n block of the recurrent part (W_hh or the LN gain and shift) and
+    ``x_n`` arrive doubled (see :func:`_tanh_of_half_`)."""
     T, H = xp.shape[0], hs.shape[2]
     a_n: list[Tensor] = []
     pre: list[Tensor] = []
     means: list[Tensor] = []
     rstds: list[Tensor] = []
     xp_l, rz_l, n_l, hs_l = xp.unbind(0), rz.unbind(0), n.unbind(0), hs.unbind(0)
+    xn_l = x_n.unbind(0)
     r_l, z_l = rz.narrow(2, 0, H).unbind(0), rz.narrow(2, H, H).unbind(0)
     al: list[Tensor] = alpha.unbind(0) if alpha is not None else []
     h = h0
@@ -567,7 +573,7 @@ def _gru_forward_loop(
         torch.add(x_t.narrow(1, 0, 2 * H), a.narrow(1, 0, 2 * H), out=rz_l[t]).sigmoid_()
         an = a.narrow(1, 2 * H, H)
         a_n.append(an)
-        _tanh_(torch.addcmul(x_t.narrow(1, 2 * H, H), r_l[t], an, out=n_l[t]), sig_tanh)
+        _tanh_of_half_(torch.addcmul(xn_l[t], r_l[t], an, out=n_l[t]), sig_tanh)
         if len(al) > 0:
             torch.lerp(h, torch.lerp(n_l[t], h, z_l[t]), al[t], out=hs_l[t])
         else:
@@ -621,6 +627,7 @@ def _gru_backward_loop(
 
 def _gru_reset_before_forward_loop(
     xp: Tensor,
+    x_n: Tensor,
     h0: Tensor,
     w_rz: Tensor,
     w_n: Tensor,
@@ -646,8 +653,9 @@ def _gru_reset_before_forward_loop(
     pre_n: list[Tensor] = []
     m_n: list[Tensor] = []
     s_n: list[Tensor] = []
-    xp_l, rz_l, rh_l, n_l, hs_l = (
+    xp_l, xn_l, rz_l, rh_l, n_l, hs_l = (
         xp.unbind(0),
+        x_n.unbind(0),
         rz.unbind(0),
         rh.unbind(0),
         n.unbind(0),
@@ -672,7 +680,7 @@ def _gru_reset_before_forward_loop(
             a, mean, rstd = _ln_chunks(a, lnw_n, lnb_n, 1, eps)
             m_n.append(mean)
             s_n.append(rstd)
-        _tanh_(torch.add(x_t.narrow(1, 2 * H, H), a, out=n_l[t]), sig_tanh)
+        _tanh_of_half_(torch.add(xn_l[t], a, out=n_l[t]), sig_tanh)
         if len(al) > 0:
             torch.lerp(h, torch.lerp(n_l[t], h, z_l[t]), al[t], out=hs_l[t])
         else:
@@ -866,7 +874,7 @@ class _LSTMFunction(torch.autograd.Function):
         w_cif = torch.stack([w_ci, w_cf]) if w_ci is not None else None  # (2, H)
         scale = None
         lnh, lnc, w_in, b_in = (lnh_w, lnh_b), (lnc_w, lnc_b), w_hh, b_hh
-        if xp.device.type == "cpu":  # double the g block: tanh from the sigmoid (_tanh_)
+        if xp.device.type == "cpu":  # double the g block: tanh from the sigmoid (_tanh_into)
             scale = xp.new_ones(4, H)
             scale[2] = 2.0
             scale = scale.view(G)
@@ -964,6 +972,25 @@ def lstm_sequence(
 # ---------------------------------------------------------------------------------------------
 # GRU
 # ---------------------------------------------------------------------------------------------
+def _doubled_n(xp, w_hh, b_hh, ln_w, ln_b, double: bool):
+    """The GRU's candidate inputs for :func:`_tanh_of_half_`: with ``double``, x̂_n and the
+    recurrent n block (the rows of W_hh and b_hh, or the LN gain and shift) times 2.
+
+    Returns ``(x_n, W_hh, b_hh, (ln_w, ln_b))`` for the forward loop; the backward keeps the
+    originals."""
+    H = xp.shape[2] // 3
+    x_n = xp[..., 2 * H :]
+    if not double:
+        return x_n, w_hh, b_hh, (ln_w, ln_b)
+    scale = xp.new_ones(3, 1)
+    scale[2] = 2.0
+    scale = scale.expand(3, H).reshape(3 * H)
+    if ln_w is not None:
+        return x_n * 2.0, w_hh, b_hh, (ln_w * scale, ln_b * scale)
+    b = b_hh * scale if b_hh is not None else None
+    return x_n * 2.0, w_hh * scale.unsqueeze(1), b, (ln_w, ln_b)
+
+
 class _GRUFunction(torch.autograd.Function):
     r"""The GRU of :class:`~rnnkit.cells.GRUCell`, reset after the product (torch's form).
 
@@ -979,14 +1006,18 @@ class _GRUFunction(torch.autograd.Function):
     def forward(ctx, xp, h0, w_hh, b_hh, ln_w, ln_b, alpha):
         T, B, G = xp.shape
         H = G // 3
-        w, onednn = _pack(w_hh, B)
+        sig_tanh = xp.device.type == "cpu"
+        x_n, w_in, b_in, ln_in = _doubled_n(xp, w_hh, b_hh, ln_w, ln_b, sig_tanh)
+        w, onednn = _pack(w_in, B)
         rz = xp.new_empty(T, B, 2 * H)
         n = xp.new_empty(T, B, H)
         hs = xp.new_empty(T, B, H)
         a_n, *ctx.lists = _loop(_gru_forward_loop)(
-            xp, h0, w, onednn, b_hh, ln_w, ln_b, alpha, rz, n, hs, LN_EPS, xp.device.type == "cpu"
+            xp, x_n, h0, w, onednn, b_in, *ln_in, alpha, rz, n, hs, LN_EPS, sig_tanh
         )
         a_n = torch.stack(a_n)  # â_n, the (normalised) recurrent part of n
+        if sig_tanh:
+            a_n.mul_(0.5)
         ctx.save_for_backward(h0, w_hh, b_hh, ln_w, alpha, rz, n, a_n, hs)
         ctx.set_materialize_grads(False)
         return hs
@@ -1039,17 +1070,20 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
     def forward(ctx, xp, h0, w_hh, b_hh, ln_w, ln_b, alpha):
         T, B, G = xp.shape
         H = G // 3
-        (w_rz, onednn), (w_n, _) = _pack(w_hh[: 2 * H], B), _pack(w_hh[2 * H :], B)
-        b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * H], b_hh[2 * H :])
+        sig_tanh = xp.device.type == "cpu"
+        x_n, w_in, b_in, (lnw, lnb) = _doubled_n(xp, w_hh, b_hh, ln_w, ln_b, sig_tanh)
+        (w_rz, onednn), (w_n, _) = _pack(w_in[: 2 * H], B), _pack(w_in[2 * H :], B)
+        b_rz, b_n = (None, None) if b_in is None else (b_in[: 2 * H], b_in[2 * H :])
         ln = [None] * 4
-        if ln_w is not None:
-            ln = [ln_w[: 2 * H], ln_b[: 2 * H], ln_w[2 * H :], ln_b[2 * H :]]
+        if lnw is not None:
+            ln = [lnw[: 2 * H], lnb[: 2 * H], lnw[2 * H :], lnb[2 * H :]]
         rz = xp.new_empty(T, B, 2 * H)
         rh = xp.new_empty(T, B, H)  # r ⊙ h_{t−1}
         n = xp.new_empty(T, B, H)
         hs = xp.new_empty(T, B, H)
         ctx.lists = _loop(_gru_reset_before_forward_loop)(
             xp,
+            x_n,
             h0,
             w_rz,
             w_n,
@@ -1063,7 +1097,7 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
             n,
             hs,
             LN_EPS,
-            xp.device.type == "cpu",
+            sig_tanh,
         )
         ctx.save_for_backward(h0, w_hh, b_hh, ln_w, alpha, rz, rh, n, hs)
         ctx.set_materialize_grads(False)
