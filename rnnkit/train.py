@@ -253,6 +253,7 @@ def fit(
     time_budget = cfg.minutes * 60 if cfg.minutes and not cfg.dry_run else None
 
     step, best, stale, plateau, elapsed_before = 0, math.inf, 0, 1.0, 0.0
+    last_eval: dict[str, float] = {}
     if resume:
         saved = run.load_trainer_state()
         model.load_state_dict(saved["model"])
@@ -267,9 +268,15 @@ def fit(
         carried = saved["carried"][group.rank]
         task.load_carried_state({k: v.to(device) for k, v in carried.items()})
         restore_rng_state(saved["rng"][group.rank])
+        kept = [r for r in run.read_metrics() if r.get("step", 0) <= step]
         if group.is_main:  # drop what the interrupted run logged after its last checkpoint
-            kept = [r for r in run.read_metrics() if r.get("step", 0) <= step]
             atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        # the saved step was evaluated already (a finished run resumed): no second evaluation
+        done = [r for r in kept if r.get("kind") == "eval" and r.get("step") == step]
+        if done:
+            last_eval = {
+                k.removeprefix("val_"): v for k, v in done[-1].items() if k not in ("kind", "time")
+            }
         log.info("resumed %s at step %d", run.path, step)
     else:
         seed_everything(cfg.seed)
@@ -315,7 +322,6 @@ def fit(
         mininterval=0.5 if cfg.progress else 1e9,
     )
     window_tokens, window_start, window_loss, window_steps = 0, time.monotonic(), 0.0, 0
-    last_eval: dict[str, float] = {}
     stop_reason = "budget"
     skipped = 0
     params = [p for p in model.parameters() if p.requires_grad]

@@ -221,3 +221,7 @@ def test_resume_continues_exactly(ner, tmp_path, capsys):
 
     a, b = load_tensors(whole / "model.safetensors"), load_tensors(split / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # resuming a finished run neither trains nor evaluates again
+    before = (split / "metrics.jsonl").read_text()
+    assert main(["-q", "train", "tag", "--resume", str(split), "--max-steps", "6"]) == 0
+    assert (split / "metrics.jsonl").read_text() == before
