@@ -54,6 +54,7 @@ from rnnkit.state import LSTMState
 
 __all__ = [
     "GEMM_BACKEND",
+    "WGRAD_BACKEND",
     "SCRIPT",
     "supports",
     "prefers_fast",
