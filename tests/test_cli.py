@@ -245,21 +245,8 @@ def _train_cmd(corpus, out, *extra):
     # no time budget (--minutes none): a wall-clock schedule could not repeat bit for bit
     flags = "--max-steps 120 --eval-every 10 --log-every 5 --threads 1 --minutes none"
     flags += " --dropout 0.2 --num-layers 2"
-    return [
-        sys.executable,
-        "-m",
-        "rnnkit",
-        "-q",
-        "train",
-        "lm",
-        "--data",
-        str(corpus),
-        "--out",
-        str(out),
-        *TINY,
-        *flags.split(),
-        *extra,
-    ]
+    argv = ["train", "lm", "--data", str(corpus), "--out", str(out), *TINY, *flags.split()]
+    return [sys.executable, "-m", "rnnkit", "-q", *argv, *extra]
 
 
 def test_sigkill_after_checkpoint_then_resume_is_bit_for_bit(tmp_path, corpus):
@@ -296,29 +283,14 @@ def test_interrupted_checkpoint_write_leaves_previous_loadable(
     def dying_replace(src, dst):
         if str(dst).endswith("model.safetensors"):
             writes["n"] += 1
-            if (
-                writes["n"] == 2
-            ):  # the second checkpoint dies half-way: temp file written, no rename
+            # the second checkpoint dies half-way: temp file written, no rename
+            if writes["n"] == 2:
                 raise KeyboardInterrupt
         return real_replace(src, dst)
 
     monkeypatch.setattr(ckpt.os, "replace", dying_replace)
-    code = main(
-        [
-            "-q",
-            "train",
-            "lm",
-            "--data",
-            str(corpus),
-            "--out",
-            str(out),
-            "--max-steps",
-            "20",
-            "--eval-every",
-            "5",
-            *TINY,
-        ]
-    )
+    argv = ["-q", "train", "lm", "--data", str(corpus), "--out", str(out)]
+    code = main([*argv, "--max-steps", "20", "--eval-every", "5", *TINY])
     assert code == 130
     monkeypatch.setattr(ckpt.os, "replace", real_replace)
     assert not list(out.glob("*.tmp*")) and not list(out.glob(".*tmp*"))  # no temp litter

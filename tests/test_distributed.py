@@ -68,19 +68,8 @@ def corpus(tmp_path) -> Path:
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, corpus):
     single, double = tmp_path / "single", tmp_path / "double"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnkit",
-            "-q",
-            "train",
-            "lm",
-            "--data",
-            str(corpus),
-            "--out",
-            str(single),
-            *ARGS,
-        ],
+        [sys.executable, "-m", "rnnkit", "-q", "train", "lm", "--data", str(corpus)]
+        + ["--out", str(single), *ARGS],
         check=True,
         env=_env(),
         timeout=300,
