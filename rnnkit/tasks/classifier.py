@@ -711,7 +711,9 @@ class Classifier(nn.Module):
             raw, where = read_examples(d, path, encoding or d.encoding), str(path)
         examples = encode_all(self, raw, where)
         if ensemble:
-            probs = self.ensemble_probabilities(lambda m: encode_all(m, raw, where), ensemble)
+            probs = self.ensemble_probabilities(
+                lambda m: examples if m is self else encode_all(m, raw, where), ensemble
+            )
             result = {"data": where, "members": 1 + len(ensemble), **self._report(probs, examples)}
         else:
             result = {"data": where, **self.evaluate_examples(examples)}
