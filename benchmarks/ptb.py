@@ -70,20 +70,26 @@ def main() -> None:
         from rnnkit.api import load
 
         n_params = sum(t.numel() for t in load(out).parameters())
-        threads = json.loads((out / "config.json").read_text())["train"]["threads"]
+        train_cfg = json.loads((out / "config.json").read_text())["train"]
+        threads, precision = train_cfg["threads"], train_cfg.get("precision", "fp32")
         train_minutes = max(m["time"] for m in metrics) / 60  # training time, over any resumes
         steps = max(m["step"] for m in metrics)
-        rows.append((label, best["val_perplexity"], n_params, train_minutes, threads, steps))
+        rows.append(
+            (label, best["val_perplexity"], n_params, train_minutes, threads, precision, steps)
+        )
         print(
             "  per evaluation:", ", ".join(f"{m['val_perplexity']:.1f}" for m in evals), flush=True
         )
 
     print(
         f"\n{'model':<52} {'valid ppl':>9} {'params':>11} {'train min':>9} {'threads':>7} "
-        f"{'steps':>6}"
+        f"{'precision':>9} {'steps':>6}"
     )
-    for label, ppl, n, minutes, threads, steps in rows:
-        print(f"{label:<52} {ppl:>9.1f} {n:>11,} {minutes:>9.1f} {threads or '-':>7} {steps:>6}")
+    for label, ppl, n, minutes, threads, precision, steps in rows:
+        print(
+            f"{label:<52} {ppl:>9.1f} {n:>11,} {minutes:>9.1f} {threads or '-':>7} "
+            f"{precision:>9} {steps:>6}"
+        )
 
 
 if __name__ == "__main__":

@@ -396,6 +396,12 @@ class RecurrentLayer(nn.Module):
         if self._fusable:
             y, final = self._forward_fused(x, state, lengths)
             cs = None
+        elif torch.is_autocast_enabled(x.device.type):
+            # Under mixed precision the per-step cells and the hand-written BPTT of rnnkit.fast
+            # run in the weights' precision: their backward is written for one dtype.
+            with torch.autocast(x.device.type, enabled=False):
+                x, state = x.to(dtype), map_state(lambda t: t.to(dtype), state)
+                y, final, cs = self._forward_loop(x, state, lengths)
         else:
             y, final, cs = self._forward_loop(x, state, lengths)
 
@@ -440,7 +446,7 @@ class RecurrentLayer(nn.Module):
                     f"{type(self).__name__} expected {label} of shape {expected} "
                     f"(num_layers*num_directions, batch, hidden_size); got {got}"
                 )
-            if t.dtype != x.dtype:
+            if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
                 raise ValueError(f"{label} has dtype {t.dtype}; expected {x.dtype} like the input")
         return hx
 

@@ -92,6 +92,14 @@ class TrainConfig:
     threads: int | None = field(
         default=None, metadata=_opt("CPU threads for torch (default: torch's choice)")
     )
+    precision: str = field(
+        default="fp32",
+        metadata=_opt(
+            "training arithmetic: fp32, or bf16 mixed precision (autocast: bf16 matmuls and fused "
+            "RNN kernels; fp32 weights, optimiser, loss and evaluation)",
+            ("fp32", "bf16"),
+        ),
+    )
     progress: bool = field(default=True, metadata=_opt("show a progress bar"))
     dry_run: bool = field(
         default=False, metadata=_opt("two steps and one evaluation, for smoke tests")
@@ -219,6 +227,23 @@ def _plot_curves(run: RunDir) -> None:
     tmp.replace(run.path / "loss.png")
 
 
+def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
+    """The autocast context for the training forward pass (disabled for fp32).
+
+    bf16 needs no loss scaling (it has fp32's exponent range); the weights, their gradients and
+    the optimiser stay fp32. Without native bf16 arithmetic (AVX-512 BF16 / AMX on CPUs) it is
+    emulated and slower than fp32, which is logged.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16; got {precision!r}")
+    enabled = precision == "bf16"
+    if enabled and device.type == "cpu" and not torch.backends.mkldnn.is_available():
+        log.warning("bf16 on this CPU has no oneDNN support: expect it to be slower than fp32")
+    elif enabled and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("this CPU lacks native bf16 arithmetic: bf16 is emulated and slower than fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def fit(
     model: nn.Module,
     task: TrainingTask,
@@ -240,6 +265,7 @@ def fit(
         torch.set_num_threads(cfg.threads)
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg)
+    autocast = mixed_precision(cfg.precision, device)
     trained = group.wrap(model, device)  # DistributedDataParallel under torchrun
     per_epoch = task.batches_per_epoch()
     budgets = [cfg.max_steps] if cfg.max_steps else []
@@ -340,7 +366,8 @@ def fit(
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, step, epoch, progress_fraction(), plateau)
             model.train()
-            loss, n_tokens = task.training_loss(trained, task.batch(epoch, index))
+            with autocast:
+                loss, n_tokens = task.training_loss(trained, task.batch(epoch, index))
             if not group.all_true(_finite(loss.detach())):
                 if cfg.on_nan == "stop":
                     raise TrainingError(

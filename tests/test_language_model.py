@@ -218,3 +218,45 @@ def test_other_cells_train_and_evaluate(cell, kw):
     assert out.logits.shape == (2, 20, len(vocab))
     m = model.evaluate_ids(ids[:100])
     assert m["tokens"] == 99 and math.isclose(m["perplexity"], math.exp(m["loss"]))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"num_layers": 2, "dropout": 0.2, "dropout_mode": "variational", "weight_drop": 0.2},
+        {"cell": "gru"},
+        {"layer_norm": True},
+    ],
+    ids=["fused-lstm", "fast-gru", "fast-layer-norm"],
+)
+def test_bf16_mixed_precision_trains_and_keeps_fp32_weights(tmp_path, kw):
+    """precision=bf16 runs the training forward under autocast: the carried state may come back
+    in bf16 and is accepted on the next window, weights and optimiser stay fp32, and the loss
+    falls as it does in fp32."""
+    seed_everything(4)
+    vocab = Vocab.build(TEXT)
+    model = LanguageModel(LanguageModelConfig(embed_size=16, hidden_size=32, **kw), vocab)
+    ids = torch.tensor(model.vocab.encode(TEXT))
+    task = LanguageModelTraining(model, ids, ids, batch_size=4, bptt=16)
+    cfg = TrainConfig(
+        lr=1e-2, max_steps=60, eval_every=60, progress=False, precision="bf16", schedule="constant"
+    )
+    first = model.evaluate_ids(ids)["loss"]
+    summary = fit(model, task, cfg, RunDir.create(tmp_path / "run"))
+    assert summary["last"]["loss"] < 0.75 * first
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert task.state is not None  # carried between windows under autocast
+
+
+def test_custom_cells_compute_in_fp32_under_autocast():
+    """The hand-written BPTT has one dtype: under autocast it runs in the weights' precision, so
+    its outputs equal the fp32 forward exactly."""
+    from rnnkit.layers import LSTM
+
+    torch.manual_seed(0)
+    layer = LSTM(6, 8, layer_norm=True, batch_first=True)
+    x = torch.randn(3, 5, 6)
+    expected, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, (h, c) = layer(x)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
