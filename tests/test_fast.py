@@ -4,7 +4,8 @@ Every supported cell option runs through a stacked bidirectional layer twice, on
 and once on the reference loop (``allow_fast = False``), with and without lengths; outputs, final
 states and the gradients of every parameter, the input and the initial state must agree. The
 autograd Functions also pass ``gradcheck`` on their own, and the fp32 (oneDNN) GEMMs are checked
-at fp32 precision.
+at fp32 precision. Where rnnkit's native step kernels are built (a C++ compiler is present) the
+fast path runs on them; the torch-op loops they replace are checked too.
 """
 
 import itertools
@@ -203,7 +204,9 @@ GRAD_T, GRAD_B, GRAD_H = 3, 2, 3
         ("gru", {"reset_after": False, "layer_norm": True}, "rand"),
     ],
 )
-def test_functions_pass_gradcheck(family, options, alpha):
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch-ops"])
+def test_functions_pass_gradcheck(family, options, alpha, native, monkeypatch):
+    monkeypatch.setattr(fast, "NATIVE", native)
     torch.manual_seed(7)
     Tn, Bn, Hn = GRAD_T, GRAD_B, GRAD_H
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[family] * Hn
@@ -231,3 +234,118 @@ def test_functions_pass_gradcheck(family, options, alpha):
 
     inputs = (xp, h0, c0, *params.values())
     assert torch.autograd.gradcheck(f, inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The native step kernels (rnnkit/native) against the torch-op loops (the main tests above run
+# the native kernels wherever they are built)
+# ---------------------------------------------------------------------------------------------
+# the configurations with native kernels: LSTM variants (the fused-kernel-free ones) and GRU
+NATIVE_CONFIGS = [
+    n for n in CONFIGS if n.startswith("lstm") or (n.startswith("gru") and "layer_norm" not in n)
+]
+
+
+@pytest.fixture
+def torch_op_loops(monkeypatch):
+    monkeypatch.setattr(fast, "NATIVE", False)
+
+
+@pytest.fixture
+def native_kernels():
+    from rnnkit import native
+
+    if not native.available():
+        pytest.skip("the native kernels could not be built here (no C++ compiler?)")
+
+
+@pytest.mark.parametrize("name,use_lengths", list(itertools.product(NATIVE_CONFIGS, [False, True])))
+def test_torch_op_loops_equal_reference_loop(name, use_lengths, torch_op_loops):
+    """The pure-torch fast path stays correct where the native kernels are not built."""
+    lengths = LENGTHS if use_lengths else None
+    out_f, grads_f = _run(_layer(name, True), lengths)
+    out_r, grads_r = _run(_layer(name, False), lengths)
+    _assert_same(out_f, out_r)
+    _assert_same(grads_f, grads_r)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("alpha", [None, "mask", "rand"])
+def test_native_gru_is_used_and_passes_gradcheck(reset_after, alpha, native_kernels):
+    xp = torch.randn(GRAD_T, GRAD_B, 3 * GRAD_H, dtype=DT, requires_grad=True)
+    assert fast._use_native(xp, None) and not fast._use_native(xp, torch.ones(1))
+    torch.manual_seed(8)
+    w = (torch.randn(3 * GRAD_H, GRAD_H, dtype=DT) * 0.5).requires_grad_()
+    b = (torch.randn(3 * GRAD_H, dtype=DT) * 0.5).requires_grad_()
+    h0 = torch.randn(GRAD_B, GRAD_H, dtype=DT, requires_grad=True)
+    a = _alpha(alpha, (GRAD_T, GRAD_B, GRAD_H))
+
+    def f(xp, h0, w, b):
+        p = {"weight_hh": w, "bias_hh": b}
+        return fast.gru_sequence(xp, h0, p, reset_after=reset_after, alpha=a)
+
+    assert torch.autograd.gradcheck(f, (xp, h0, w, b))
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_native_gru_float32_matches_torch_op_loops(reset_after, native_kernels, monkeypatch):
+    """fp32 uses the kernels' own exp: equal to fp32 rounding, saturating without inf/NaN for
+    huge pre-activations, and still propagating a NaN."""
+    torch.manual_seed(9)
+    Hn = 37  # not a multiple of the vector width: the loops' remainders run too
+    w = torch.randn(3 * Hn, Hn) * 0.3
+    b = torch.randn(3 * Hn)
+    xp = torch.randn(7, 5, 3 * Hn) * 3
+    xp[0, 0, :5] = torch.tensor([200.0, -200.0, 90.0, -90.0, 0.0])
+    h0 = torch.randn(5, Hn)
+    a = _alpha("rand", (7, 5, Hn)).float()
+    outs = []
+    for use_native in (True, False):
+        monkeypatch.setattr(fast, "NATIVE", use_native)
+        leaves = [t.clone().requires_grad_() for t in (xp, h0, w, b)]
+        p = {"weight_hh": leaves[2], "bias_hh": leaves[3]}
+        hs = fast.gru_sequence(leaves[0], leaves[1], p, reset_after=reset_after, alpha=a)
+        hs.backward(torch.linspace(-1, 1, hs.numel()).view_as(hs))
+        outs.append([hs.detach(), *(t.grad for t in leaves)])
+    assert all(torch.isfinite(t).all() for t in outs[0])
+    _assert_same(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+    monkeypatch.setattr(fast, "NATIVE", True)
+    xp[3, 1, 0] = float("nan")
+    hs = fast.gru_sequence(xp, h0, {"weight_hh": w, "bias_hh": b}, reset_after=reset_after)
+    assert torch.isnan(hs[3:, 1]).any() and torch.isfinite(hs[:3]).all()
+
+
+@pytest.mark.parametrize("name", ["lstm_layer_norm", "lstm_both"])
+def test_native_lstm_float32_matches_torch_op_loops(name, native_kernels, monkeypatch):
+    """fp32 LN/peephole LSTM on the native kernel: equal to the torch-op loop to fp32 rounding."""
+    outs = []
+    for use_native in (True, False):
+        monkeypatch.setattr(fast, "NATIVE", use_native)
+        outs.append(_run(_layer(name, True, dtype=torch.float32), LENGTHS, dtype=torch.float32))
+    _assert_same(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
+    _assert_same(outs[0][1], outs[1][1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gru", "gru_reset_before", "lstm_layer_norm", "lstm_both"])
+def test_native_loops_with_onednn_step_gemms(name, native_kernels, monkeypatch):
+    """At sizes where the step GEMMs run on oneDNN (called from the native time loop), the native
+    path still equals the torch-op loops to fp32 rounding."""
+    cls, kw = CONFIGS[name]
+    Hn, Bn = 256, 16
+    torch.manual_seed(10)
+    layer = cls(Hn, Hn, batch_first=True, **kw)
+    x = torch.randn(Bn, 5, Hn)
+    lengths = torch.tensor([5, 3] * (Bn // 2))
+    if not fast._pack(layer.weight_hh_l0, Bn)[1]:
+        pytest.skip("no oneDNN step GEMMs here")
+    results = []
+    for use_native in (True, False):
+        monkeypatch.setattr(fast, "NATIVE", use_native)
+        xi = x.clone().requires_grad_()
+        out = layer(xi, lengths=lengths)
+        y = out[0]
+        loss = (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum()
+        results.append([y.detach(), *torch.autograd.grad(loss, [xi, *layer.parameters()])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()) + 1e-6)
