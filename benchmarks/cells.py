@@ -9,8 +9,9 @@ measures, in interleaved rounds, the median (``--stat``) tokens/s (B·T per call
 
 for these implementations:
 
-* ``rnnkit``: the layer as users get it (fused kernel, fast path or reference loop: the ``path``
-  column says which);
+* ``rnnkit``: the layer as users get it (fused kernel, fast path — ``native`` where it runs on
+  rnnkit's C++ kernels — or reference loop: the ``path`` column says which; ``--no-native`` for
+  the fast path's TorchScript loops);
 * ``peer``: the ``torch.nn`` layer of the same family (``torch.nn.LSTM`` for the custom LSTMs,
   ``torch.nn.GRU`` for both GRU forms; oneDNN/native loop on CPU, cuDNN on CUDA);
 * ``loop``: rnnkit's reference time loop (``allow_fast = allow_fused = False``), where the layer
@@ -145,11 +146,17 @@ def _inference(forward, x: torch.Tensor):
     return run
 
 
-def _path(layer: nn.Module) -> str:
-    """Which of rnnkit's paths the layer takes: the fused kernel, the fast path or the loop."""
+def _path(layer: nn.Module, device: torch.device) -> str:
+    """Which of rnnkit's paths the layer takes: the fused kernel, the fast path (``native``: its
+    C++ time loop and step kernels, on CPU where they are built) or the loop."""
     if layer._fusable:
         return "fused"
     if _fast is not None and getattr(layer, "allow_fast", False) and _fast.layer_supported(layer):
+        probe = torch.empty(0, device=device)
+        cell = layer._cells[0]
+        ln = isinstance(cell, GRUCell) and cell.layer_norm
+        if _fast._native_ok(probe) and not ln:
+            return "native"
         return "fast"
     return "loop"
 
@@ -328,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="one size, few repeats (smoke test)")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    parser.add_argument(
+        "--no-native",
+        action="store_true",
+        help="run the fast path's TorchScript loops instead of the native C++ kernels",
+    )
     args = parser.parse_args(argv)
 
     global _CLOCK
@@ -339,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but CUDA is not available")
     torch.set_num_threads(args.threads)
+    if args.no_native and _fast is not None:
+        _fast.NATIVE = False
     sizes = args.sizes[:1] if args.quick else args.sizes
     repeats = min(args.repeats, 2) if args.quick else args.repeats
     min_time = 0.0 if args.quick else 0.2
@@ -371,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                 "peer": (cfg.make_peer(H).to(device), None),
             }
             impls["peer"] = (impls["peer"][0], _layer_forward(impls["peer"][0]))
-            path = _path(ours)
-            if path == "fast":
+            path = _path(ours, device)
+            if path in ("fast", "native"):
                 loop = cfg.make_ours(H).to(device)
                 loop.allow_fast = False
                 loop.allow_fused = False
