@@ -154,8 +154,8 @@ def _path(layer: nn.Module, device: torch.device) -> str:
     if _fast is not None and getattr(layer, "allow_fast", False) and _fast.layer_supported(layer):
         probe = torch.empty(0, device=device)
         cell = layer._cells[0]
-        ln = isinstance(cell, GRUCell) and cell.layer_norm
-        if _fast._native_ok(probe) and not ln:
+        covered = isinstance(cell, LSTMCell) or (isinstance(cell, GRUCell) and not cell.layer_norm)
+        if covered and _fast._native_ok(probe):
             return "native"
         return "fast"
     return "loop"
