@@ -44,6 +44,23 @@ inline void moments(const T* __restrict__ x, int64_t n, T eps, T& mean, T& rstd)
   rstd = T(1) / std::sqrt(v / T(n) + eps);
 }
 
+// Layer norm's backward for one row: y = γ ⊙ x̂ + β, x̂ = (x − μ) σ⁻¹, given ∂y:
+//   ∂x = σ⁻¹ (ĝ − mean(ĝ) − x̂ mean(ĝ ⊙ x̂)),  ĝ = γ ⊙ ∂y.
+template <typename T>
+void layer_norm_backward_row(int64_t n, const T* __restrict__ gamma, const T* __restrict__ dy,
+                             const T* __restrict__ x, T mean, T rstd, T* __restrict__ dx) {
+  T s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t j = 0; j < n; ++j) {
+    const T g = gamma[j] * dy[j];
+    s1 += g;
+    s2 += g * (x[j] - mean) * rstd;
+  }
+  s1 /= T(n);
+  s2 /= T(n);
+  for (int64_t j = 0; j < n; ++j) dx[j] = rstd * (gamma[j] * dy[j] - s1 - (x[j] - mean) * rstd * s2);
+}
+
 // Forward step t, given a = W_hh h + b_hh (B, 4H):
 //   z = x̂ + â, â = a or γ_h ⊙ LN(a) + β_h;  z_i += w_ci ⊙ c, z_f += w_cf ⊙ c (peepholes);
 //   i, f = σ(z_i), σ(z_f); g = tanh(z_g); c̃ = f ⊙ c + i ⊙ g;  z_o += w_co ⊙ c̃; o = σ(z_o);
@@ -149,20 +166,8 @@ void lstm_backward_row(int64_t H, const LSTMParams<T>& p, const T* __restrict__ 
     dct[j] = ghj * o[j] * (T(1) - tc[j] * tc[j]);  // ∂ĉ for now
   }
   if (p.lnc_w != nullptr) {
-    const T mean = st_c[0], rstd = st_c[1];
-    T s1 = 0, s2 = 0;
-#pragma omp simd reduction(+ : s1, s2)
-    for (int64_t j = 0; j < H; ++j) {
-      const T gj = p.lnc_w[j] * dct[j];
-      s1 += gj;
-      s2 += gj * (ct[j] - mean) * rstd;
-    }
-    s1 /= T(H);
-    s2 /= T(H);
-    for (int64_t j = 0; j < H; ++j) {
-      dchat[j] = dct[j];
-      dct[j] = rstd * (p.lnc_w[j] * dct[j] - s1 - (ct[j] - mean) * rstd * s2);
-    }
+    for (int64_t j = 0; j < H; ++j) dchat[j] = dct[j];
+    layer_norm_backward_row(H, p.lnc_w, dchat, ct, st_c[0], st_c[1], dct);
   }
   // ∂c̃ += g_c, and carry_c keeps ∂L/∂c_t − g_c (the part that skips the cell)
   if (al_c != nullptr) {
@@ -197,20 +202,7 @@ void lstm_backward_row(int64_t H, const LSTMParams<T>& p, const T* __restrict__ 
   if (gy != nullptr) {
     for (int64_t j = 0; j < H; ++j) carry_h[j] += gy[j];
   }
-  if (p.lnh_w != nullptr) {
-    const T mean = st_h[0], rstd = st_h[1];
-    T s1 = 0, s2 = 0;
-#pragma omp simd reduction(+ : s1, s2)
-    for (int64_t j = 0; j < G; ++j) {
-      const T gj = p.lnh_w[j] * dz[j];
-      s1 += gj;
-      s2 += gj * (a[j] - mean) * rstd;
-    }
-    s1 /= T(G);
-    s2 /= T(G);
-    for (int64_t j = 0; j < G; ++j)
-      da[j] = rstd * (p.lnh_w[j] * dz[j] - s1 - (a[j] - mean) * rstd * s2);
-  }
+  if (p.lnh_w != nullptr) layer_norm_backward_row(G, p.lnh_w, dz, a, st_h[0], st_h[1], da);
 }
 
 template <typename T>
