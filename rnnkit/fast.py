@@ -1071,6 +1071,50 @@ def _use_native(xp: Tensor, ln_w: Tensor | None) -> bool:
     return ln_w is None and _native_ok(xp)
 
 
+# Run the GRU on the fused sequences of rnnkit/native/gru_fused.cpp (their own tile GEMM, one
+# thread team for the whole sequence) where that GEMM is compiled for the dtype: float32 needs
+# AVX-512, float64 always runs (the tests). False = the step-by-step native loops around oneDNN.
+FUSED = True
+_FUSED_DTYPES: dict[torch.dtype, bool] = {}
+
+
+def _use_fused(xp: Tensor) -> bool:
+    """Called after :func:`_use_native` said yes."""
+    if not FUSED:
+        return False
+    if xp.dtype not in _FUSED_DTYPES:
+        probe = torch.zeros(1, dtype=xp.dtype)
+        _FUSED_DTYPES[xp.dtype] = bool(torch.ops.rnnkit_native.fused_supported(probe))
+    return _FUSED_DTYPES[xp.dtype]
+
+
+PANEL = 16  # hidden units per packed panel of the fused kernels (one AVX-512 vector of floats)
+
+
+def _panels(b: Tensor, gates: int = 1) -> Tensor:
+    """The right operand ``b (K, gates·H)`` of a GEMM packed for the fused kernels' tile GEMM.
+
+    Result ``(G, K, gates·16)`` with G = ⌈H / 16⌉: panel g holds units 16g … 16g + 15 of every gate
+    (gates side by side, so one tile holds all gates of its units), units past H zero.
+    """
+    K, N = b.shape
+    H = N // gates
+    G = -(-H // PANEL)
+    p = b.reshape(K, gates, H)
+    if G * PANEL != H:
+        p = torch.nn.functional.pad(p, (0, G * PANEL - H))
+    return p.view(K, gates, G, PANEL).permute(2, 0, 1, 3).contiguous().view(G, K, gates * PANEL)
+
+
+def _grad_weight_prev(dy: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
+    """Σ_t ∂y_tᵀ h_{t−1} for ``dy (T, B, N)``, h_{−1} = ``h0``, without concatenating h0 and hs."""
+    T, B, N = dy.shape
+    g = torch.mm(dy[0].t(), h0)
+    if T > 1:
+        g.addmm_(dy[1:].reshape((T - 1) * B, N).t(), hs[:-1].reshape((T - 1) * B, -1))
+    return g
+
+
 def _contiguous(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
@@ -1098,9 +1142,18 @@ class _GRUFunction(torch.autograd.Function):
         ctx.native = _use_native(xp, ln_w)
         if ctx.native:
             xp, alpha = xp.contiguous(), _full(alpha, T, B, H)
-            w, onednn = _pack(w_hh, B)
             rz, n, a_n, hs = xp.new_empty(T, B, 2 * H), *(xp.new_empty(T, B, H) for _ in "nah")
-            torch.ops.rnnkit_native.gru_forward_seq(xp, h0, w, onednn, b_hh, alpha, rz, n, a_n, hs)
+            ctx.fused = _use_fused(xp)
+            if ctx.fused:
+                h0 = h0.contiguous()
+                torch.ops.rnnkit_native.gru_fused_forward(
+                    xp, h0, _panels(w_hh.t(), 3), b_hh, alpha, rz, n, a_n, hs
+                )
+            else:
+                w, onednn = _pack(w_hh, B)
+                torch.ops.rnnkit_native.gru_forward_seq(
+                    xp, h0, w, onednn, b_hh, alpha, rz, n, a_n, hs
+                )
             ctx.save_for_backward(h0, w_hh, b_hh, ln_w, alpha, rz, n, a_n, hs)
             ctx.set_materialize_grads(False)
             return hs
@@ -1126,13 +1179,19 @@ class _GRUFunction(torch.autograd.Function):
         h0, w_hh, b_hh, ln_w, alpha, rz, n, a_n, hs = ctx.saved_tensors
         T, B, H = hs.shape
         if ctx.native:
-            h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
             da, dxn = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, H)
-            w_t, onednn = _pack(w_hh.t(), B)
-            gh = torch.ops.rnnkit_native.gru_backward_seq(
-                _contiguous(g_hs), rz, n, a_n, h_prev, alpha, w_t, onednn, da, dxn
-            )
-            g_w = _grad_weight(da.view(T * B, 3 * H), h_prev.view(T * B, H))
+            if ctx.fused:
+                gh = torch.ops.rnnkit_native.gru_fused_backward(
+                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn
+                )
+                g_w = _grad_weight_prev(da, h0, hs)
+            else:
+                h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
+                w_t, onednn = _pack(w_hh.t(), B)
+                gh = torch.ops.rnnkit_native.gru_backward_seq(
+                    _contiguous(g_hs), rz, n, a_n, h_prev, alpha, w_t, onednn, da, dxn
+                )
+                g_w = _grad_weight(da.view(T * B, 3 * H), h_prev.view(T * B, H))
             g_b = _sum_tb(da) if b_hh is not None else None
             da[..., 2 * H :].copy_(dxn)  # ∂x̂ = ∂â for r and z; ∂x̂_n has no factor r
             return da, gh, g_w, g_b, None, None, None
@@ -1182,12 +1241,20 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
         ctx.native = _use_native(xp, ln_w)
         if ctx.native:
             xp, alpha = xp.contiguous(), _full(alpha, T, B, H)
-            (w_rz, onednn), (w_n, _) = _pack(w_hh[: 2 * H], B), _pack(w_hh[2 * H :], B)
-            b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * H], b_hh[2 * H :])
             rz, rh, n, hs = xp.new_empty(T, B, 2 * H), *(xp.new_empty(T, B, H) for _ in "rnh")
-            torch.ops.rnnkit_native.gru_rb_forward_seq(
-                xp, h0, w_rz, w_n, onednn, b_rz, b_n, alpha, rz, rh, n, hs
-            )
+            ctx.fused = _use_fused(xp)
+            if ctx.fused:
+                h0 = h0.contiguous()
+                w_rz, w_n = _panels(w_hh[: 2 * H].t(), 2), _panels(w_hh[2 * H :].t())
+                torch.ops.rnnkit_native.gru_rb_fused_forward(
+                    xp, h0, w_rz, w_n, b_hh, alpha, rz, rh, n, hs
+                )
+            else:
+                (w_rz, onednn), (w_n, _) = _pack(w_hh[: 2 * H], B), _pack(w_hh[2 * H :], B)
+                b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * H], b_hh[2 * H :])
+                torch.ops.rnnkit_native.gru_rb_forward_seq(
+                    xp, h0, w_rz, w_n, onednn, b_rz, b_n, alpha, rz, rh, n, hs
+                )
             ctx.save_for_backward(h0, w_hh, b_hh, ln_w, alpha, rz, rh, n, hs)
             ctx.set_materialize_grads(False)
             return hs
@@ -1230,18 +1297,32 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
         h0, w_hh, b_hh, ln_w, alpha, rz, rh, n, hs = ctx.saved_tensors
         T, B, H = hs.shape
         if ctx.native:
-            h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
             d_rz, d_n = hs.new_empty(T, B, 2 * H), hs.new_empty(T, B, H)
-            (w_rz_t, onednn), (w_n_t, _) = _pack(w_hh[: 2 * H].t(), B), _pack(w_hh[2 * H :].t(), B)
-            gh = torch.ops.rnnkit_native.gru_rb_backward_seq(
-                _contiguous(g_hs), rz, n, h_prev, alpha, w_rz_t, w_n_t, onednn, d_rz, d_n
-            )
-            g_w = torch.cat(
-                [
-                    _grad_weight(d_rz.view(T * B, 2 * H), h_prev.view(T * B, H)),
-                    _grad_weight(d_n.view(T * B, H), rh.view(T * B, H)),
-                ]
-            )
+            if ctx.fused:
+                gh = torch.ops.rnnkit_native.gru_rb_fused_backward(
+                    _contiguous(g_hs),
+                    rz,
+                    n,
+                    h0,
+                    hs,
+                    alpha,
+                    _panels(w_hh[2 * H :]),
+                    _panels(w_hh[: 2 * H]),
+                    d_rz,
+                    d_n,
+                )
+                g_w_rz = _grad_weight_prev(d_rz, h0, hs)
+            else:
+                h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
+                (w_rz_t, onednn), (w_n_t, _) = (
+                    _pack(w_hh[: 2 * H].t(), B),
+                    _pack(w_hh[2 * H :].t(), B),
+                )
+                gh = torch.ops.rnnkit_native.gru_rb_backward_seq(
+                    _contiguous(g_hs), rz, n, h_prev, alpha, w_rz_t, w_n_t, onednn, d_rz, d_n
+                )
+                g_w_rz = _grad_weight(d_rz.view(T * B, 2 * H), h_prev.view(T * B, H))
+            g_w = torch.cat([g_w_rz, _grad_weight(d_n.view(T * B, H), rh.view(T * B, H))])
             g_b = torch.cat([_sum_tb(d_rz), _sum_tb(d_n)]) if b_hh is not None else None
             return torch.cat([d_rz, d_n], 2), gh, g_w, g_b, None, None, None
         pre_rz, m_rz, s_rz, pre_n, m_n, s_n = ctx.lists

@@ -271,8 +271,13 @@ def test_torch_op_loops_equal_reference_loop(name, use_lengths, torch_op_loops):
 
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("alpha", [None, "mask", "rand"])
-def test_native_gru_is_used_and_passes_gradcheck(reset_after, alpha, native_kernels):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "step-loops"])
+def test_native_gru_is_used_and_passes_gradcheck(
+    reset_after, alpha, fused, native_kernels, monkeypatch
+):
+    monkeypatch.setattr(fast, "FUSED", fused)
     xp = torch.randn(GRAD_T, GRAD_B, 3 * GRAD_H, dtype=DT, requires_grad=True)
+    assert fast._use_fused(xp) == fused
     assert fast._use_native(xp, None) and not fast._use_native(xp, torch.ones(1))
     torch.manual_seed(8)
     w = (torch.randn(3 * GRAD_H, GRAD_H, dtype=DT) * 0.5).requires_grad_()
@@ -328,9 +333,13 @@ def test_native_lstm_float32_matches_torch_op_loops(name, native_kernels, monkey
 
 
 @pytest.mark.parametrize("name", ["gru", "gru_reset_before", "lstm_layer_norm", "lstm_both"])
-def test_native_loops_with_onednn_step_gemms(name, native_kernels, monkeypatch):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "step-loops"])
+def test_native_loops_with_onednn_step_gemms(name, fused, native_kernels, monkeypatch):
     """At sizes where the step GEMMs run on oneDNN (called from the native time loop), the native
-    path still equals the torch-op loops to fp32 rounding."""
+    path still equals the torch-op loops to fp32 rounding; the GRU also on its fused sequences."""
+    if fused and not name.startswith("gru"):
+        pytest.skip("the LSTM has no fused sequence")
+    monkeypatch.setattr(fast, "FUSED", fused)
     cls, kw = CONFIGS[name]
     Hn, Bn = 256, 16
     torch.manual_seed(10)
@@ -349,3 +358,71 @@ def test_native_loops_with_onednn_step_gemms(name, native_kernels, monkeypatch):
         results.append([y.detach(), *torch.autograd.grad(loss, [xi, *layer.parameters()])])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()) + 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused GRU sequences (rnnkit/native/gru_fused.cpp) and their tile GEMM, on two threads so that
+# the thread team splits the hidden units and the barriers between steps matter
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (13, 37, 50), (32, 128, 384), (40, 7, 100)])
+def test_tile_gemm_matches_mm(dtype, m, k, n, native_kernels, two_threads):
+    """Tiles of every width (1–3 panels) and height (1–12 rows), units past n ignored."""
+    if not torch.ops.rnnkit_native.fused_supported(torch.zeros(1, dtype=dtype)):
+        pytest.skip("no tile GEMM for this dtype on this CPU")
+    torch.manual_seed(11)
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    c = torch.ops.rnnkit_native.panel_mm(a, fast._panels(b), n)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(c, a @ b, rtol=tol, atol=tol * k)
+
+
+def _gru_grads(reset_after, xp, h0, w, b, alpha, g_hs):
+    leaves = [t.clone().requires_grad_() for t in (xp, h0, w, b)]
+    hs = fast.gru_sequence(
+        leaves[0],
+        leaves[1],
+        {"weight_hh": leaves[2], "bias_hh": leaves[3]},
+        reset_after=reset_after,
+        alpha=alpha,
+    )
+    grads = torch.autograd.grad(hs, leaves, g_hs)
+    return [hs.detach(), *grads]
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("alpha", [None, "mask", "rand"])
+@pytest.mark.parametrize(
+    "t,b,h",
+    [(1, 1, 5), (4, 13, 16), (3, 27, 37), (5, 4, 100)],
+    ids=["one-step", "one-panel", "tails", "many-panels"],
+)
+def test_fused_gru_equals_step_loops(
+    reset_after, alpha, t, b, h, native_kernels, two_threads, monkeypatch
+):
+    """float64: the fused sequences equal the native step-by-step loops (every gradient), for
+    batch and unit counts that leave partial tiles and panels, and with a gradient on the last
+    state only (``g_hs`` zero elsewhere) as well as on every step."""
+    torch.manual_seed(12)
+    xp = torch.randn(t, b, 3 * h, dtype=DT)
+    h0 = torch.randn(b, h, dtype=DT)
+    w = torch.randn(3 * h, h, dtype=DT) * 0.4
+    bias = torch.randn(3 * h, dtype=DT)
+    a = None if alpha is None else torch.rand(t, b, h, dtype=DT)
+    if alpha == "mask":  # lengths: (T, B, 1) step masks
+        a = (torch.arange(t).view(-1, 1, 1) < torch.randint(1, t + 1, (1, b, 1))).to(DT)
+    for g_hs in (torch.randn(t, b, h, dtype=DT), torch.zeros(t, b, h, dtype=DT)):
+        g_hs[-1] = 1.0
+        results = []
+        for fused in (True, False):
+            monkeypatch.setattr(fast, "FUSED", fused)
+            results.append(_gru_grads(reset_after, xp, h0, w, bias, a, g_hs))
+        _assert_same(results[0], results[1])

@@ -27,11 +27,13 @@ __all__ = ["ops", "available"]
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "gru_steps.cpp", HERE / "lstm_steps.cpp"]
-HEADERS = [HERE / "common.h"]
+SOURCES = [HERE / "gru_steps.cpp", HERE / "gru_fused.cpp", HERE / "lstm_steps.cpp"]
+HEADERS = [HERE / "common.h", HERE / "gru_rows.h", HERE / "tile_gemm.h"]
 # -fno-trapping-math lets GCC vectorise the gate loops (floor / float→int in the exp); NaN and
-# infinity keep their IEEE meaning (no -ffast-math); -fopenmp-simd vectorises the layer-norm sums
-CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp-simd"]
+# infinity keep their IEEE meaning (no -ffast-math); OpenMP: the fused sequences' thread team (the
+# same libgomp torch runs on) and the SIMD reductions of the layer-norm sums
+CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
 _OPS = None
 _TRIED = False
 
@@ -50,7 +52,7 @@ def _build_name() -> str:
     digest = hashlib.sha256()
     for path in SOURCES + HEADERS:
         digest.update(path.read_bytes())
-    digest.update(" ".join(CFLAGS).encode())
+    digest.update(" ".join(CFLAGS + LDFLAGS).encode())
     digest.update(torch.__version__.encode())
     digest.update(_cpu_flags().encode())
     return f"rnnkit_native_{digest.hexdigest()[:12]}"
@@ -75,6 +77,7 @@ def ops():
             name=name,
             sources=[str(path) for path in SOURCES],
             extra_cflags=CFLAGS,
+            extra_ldflags=LDFLAGS,
             is_python_module=False,
             verbose=False,
         )

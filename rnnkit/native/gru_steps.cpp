@@ -1,35 +1,15 @@
-// Fused elementwise steps of the GRU time loops (both forms); see common.h for the scheme.
+// The GRU time loops (both forms) with one oneDNN / torch.mm GEMM call per product and the gate
+// arithmetic of gru_rows.h in between; see common.h for the scheme. gru_fused.cpp is the faster
+// path where its tile GEMM is compiled (AVX-512); these loops serve every other CPU.
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
-#include "common.h"
+#include "gru_rows.h"
 
 namespace rnnkit_native {
 namespace {
 
-// Each kernel is a row function (one batch row, restrict pointers: the form GCC vectorises) and a
-// wrapper that checks the tiles and runs the rows on the thread pool.
-
-// Reset after the product (torch's GRU), forward step t, given a = W_hh h + b_hh (B, 3H):
-//   r = σ(x_r + a_r), z = σ(x_z + a_z), n = tanh(x_n + r ⊙ a_n), h̃ = n + z ⊙ (h − n),
-//   h_t = h + α ⊙ (h̃ − h) when α is given, else h̃.
-// Writes rz (B, 2H) = [r, z], n, an = a_n (kept for the backward) and h_t.
-template <typename T>
-void gru_forward_row(int64_t H, const T* __restrict__ x, const T* __restrict__ a,
-                     const T* __restrict__ h, T* __restrict__ rz, T* __restrict__ n,
-                     T* __restrict__ an, T* __restrict__ out) {
-  for (int64_t j = 0; j < H; ++j) {
-    const T r = sigmoid(x[j] + a[j]);
-    const T z = sigmoid(x[H + j] + a[H + j]);
-    const T a_n = a[2 * H + j];
-    const T nn = tanh_(x[2 * H + j] + r * a_n);
-    rz[j] = r;
-    rz[H + j] = z;
-    n[j] = nn;
-    an[j] = a_n;
-    out[j] = nn + z * (h[j] - nn);
-  }
-}
+// Each wrapper checks the tiles and runs the rows of gru_rows.h on the thread pool.
 
 template <typename T>
 void gru_forward_impl(const at::Tensor& x_, const at::Tensor& a_, const at::Tensor& h_,
@@ -41,43 +21,10 @@ void gru_forward_impl(const at::Tensor& x_, const at::Tensor& a_, const at::Tens
   auto rz = tile<T>(rz_, "rz"), n = tile<T>(n_, "n"), an = tile<T>(an_, "an");
   auto out = tile<T>(out_, "out");
   over_rows(B, H, [&](int64_t b) {
-    gru_forward_row<T>(H, x.row(b), a.row(b), h.row(b), rz.row(b), n.row(b), an.row(b),
+    gru_forward_row<T>(H, H, x.row(b), a.row(b), H, h.row(b), rz.row(b), n.row(b), an.row(b),
                        out.row(b));
     if (al.p != nullptr) blend_row<T>(H, h.row(b), al.row(b), out.row(b));
   });
-}
-
-// Reset after, backward step t. ∂L/∂h_t arrives in two parts, the previous step's GEMM ∂a W_hh
-// (``mm``, absent at t = T − 1) and ``carry``; with g = α ⊙ ∂L/∂h_t (or ∂L/∂h_t) and
-// q = g ⊙ (1 − z)(1 − n²):
-//   ∂a = [q ⊙ a_n r(1 − r), g ⊙ (h_{t−1} − n) z(1 − z), q ⊙ r]   (∂x̂ for r and z is the same)
-//   ∂x̂_n = q
-//   carry ← g ⊙ z + (∂L/∂h_t − g) + ∂L/∂y_{t−1}: the part of ∂L/∂h_{t−1} outside ∂a W_hh.
-// ``alpha``, ``mm`` and ``gy`` may be null.
-template <typename T, bool kAlpha, bool kGy>
-void gru_backward_row(int64_t H, const T* __restrict__ mm, const T* __restrict__ alpha,
-                      const T* __restrict__ rz, const T* __restrict__ n,
-                      const T* __restrict__ an, const T* __restrict__ hp,
-                      const T* __restrict__ gy, T* __restrict__ da, T* __restrict__ dxn,
-                      T* __restrict__ carry) {
-  if (mm != nullptr) {
-    for (int64_t j = 0; j < H; ++j) carry[j] += mm[j];
-  }
-  for (int64_t j = 0; j < H; ++j) {
-    const T gh = carry[j];
-    T gj = gh;
-    if constexpr (kAlpha) gj = gh * alpha[j];
-    const T r = rz[j], z = rz[H + j], nn = n[j];
-    const T q = gj * (T(1) - z) * (T(1) - nn * nn);
-    da[j] = q * an[j] * r * (T(1) - r);
-    da[H + j] = gj * (hp[j] - nn) * z * (T(1) - z);
-    da[2 * H + j] = q * r;
-    dxn[j] = q;
-    T c = gj * z;
-    if constexpr (kAlpha) c += gh - gj;
-    if constexpr (kGy) c += gy[j];
-    carry[j] = c;
-  }
 }
 
 template <typename T>
@@ -92,20 +39,10 @@ void gru_backward_impl(const std::optional<at::Tensor>& mm_, const at::Tensor& r
   auto al = maybe_tile<T>(alpha_, "alpha"), gy = maybe_tile<T>(gy_prev_, "gy_prev");
   auto da = tile<T>(da_, "da"), dxn = tile<T>(dxn_, "dxn"), carry = tile<T>(carry_, "carry");
   over_rows(B, H, [&](int64_t b) {
-    auto row = al.p != nullptr ? (gy.p != nullptr ? gru_backward_row<T, true, true>
-                                                  : gru_backward_row<T, true, false>)
-                               : (gy.p != nullptr ? gru_backward_row<T, false, true>
-                                                  : gru_backward_row<T, false, false>);
-    row(H, row_or_null(mm, b), row_or_null(al, b), rz.row(b), n.row(b), an.row(b), hp.row(b),
-        row_or_null(gy, b), da.row(b), dxn.row(b), carry.row(b));
+    gru_backward_row_any<T>(H, H, row_or_null(mm, b), row_or_null(al, b), rz.row(b), n.row(b),
+                            an.row(b), hp.row(b), row_or_null(gy, b), da.row(b), dxn.row(b),
+                            carry.row(b));
   });
-}
-
-template <typename T>
-void gru_rb_gates_row(int64_t H, const T* __restrict__ x, const T* __restrict__ a,
-                      const T* __restrict__ h, T* __restrict__ rz, T* __restrict__ rh) {
-  for (int64_t j = 0; j < 2 * H; ++j) rz[j] = sigmoid(x[j] + a[j]);
-  for (int64_t j = 0; j < H; ++j) rh[j] = rz[j] * h[j];
 }
 
 template <typename T>
@@ -115,21 +52,8 @@ void gru_rb_gates_impl(const at::Tensor& x_, const at::Tensor& a_, const at::Ten
   auto x = tile<T>(x_, "x"), a = tile<T>(a_, "a"), h = tile<T>(h_, "h");
   auto rz = tile<T>(rz_, "rz"), rh = tile<T>(rh_, "rh");
   over_rows(B, H, [&](int64_t b) {
-    gru_rb_gates_row<T>(H, x.row(b), a.row(b), h.row(b), rz.row(b), rh.row(b));
+    gru_rb_gates_row<T>(H, H, x.row(b), a.row(b), H, h.row(b), rz.row(b), rh.row(b));
   });
-}
-
-// Reset before, forward, second half of step t, given a_n = W_n (r ⊙ h) + b_n (B, H):
-//   n = tanh(x_n + a_n), h̃ = n + z ⊙ (h − n), h_t = h + α ⊙ (h̃ − h) when α is given.
-template <typename T>
-void gru_rb_state_row(int64_t H, const T* __restrict__ xn, const T* __restrict__ a,
-                      const T* __restrict__ h, const T* __restrict__ z, T* __restrict__ n,
-                      T* __restrict__ out) {
-  for (int64_t j = 0; j < H; ++j) {
-    const T nn = tanh_(xn[j] + a[j]);
-    n[j] = nn;
-    out[j] = nn + z[j] * (h[j] - nn);
-  }
 }
 
 template <typename T>
@@ -146,31 +70,6 @@ void gru_rb_state_impl(const at::Tensor& xn_, const at::Tensor& a_, const at::Te
   });
 }
 
-// Reset before, backward, first half of step t; ∂L/∂h_t = ``mm`` + ``carry`` as above. With g:
-//   ∂a_n = ∂x̂_n = g ⊙ (1 − z)(1 − n²) into dn, ∂(x̂_z + â_z) = g ⊙ (h_{t−1} − n) z(1 − z) into dz,
-//   carry ← g ⊙ z + (∂L/∂h_t − g) + ∂L/∂y_{t−1}.
-template <typename T, bool kAlpha, bool kGy>
-void gru_rb_backward_state_row(int64_t H, const T* __restrict__ mm, const T* __restrict__ alpha,
-                               const T* __restrict__ z, const T* __restrict__ n,
-                               const T* __restrict__ hp, const T* __restrict__ gy,
-                               T* __restrict__ dn, T* __restrict__ dz, T* __restrict__ carry) {
-  if (mm != nullptr) {
-    for (int64_t j = 0; j < H; ++j) carry[j] += mm[j];
-  }
-  for (int64_t j = 0; j < H; ++j) {
-    const T gh = carry[j];
-    T gj = gh;
-    if constexpr (kAlpha) gj = gh * alpha[j];
-    const T zz = z[j], nn = n[j];
-    dn[j] = gj * (T(1) - zz) * (T(1) - nn * nn);
-    dz[j] = gj * (hp[j] - nn) * zz * (T(1) - zz);
-    T c = gj * zz;
-    if constexpr (kAlpha) c += gh - gj;
-    if constexpr (kGy) c += gy[j];
-    carry[j] = c;
-  }
-}
-
 template <typename T>
 void gru_rb_backward_state_impl(const std::optional<at::Tensor>& mm_, const at::Tensor& z_,
                                 const at::Tensor& n_, const at::Tensor& hprev_,
@@ -183,25 +82,10 @@ void gru_rb_backward_state_impl(const std::optional<at::Tensor>& mm_, const at::
   auto al = maybe_tile<T>(alpha_, "alpha"), gy = maybe_tile<T>(gy_prev_, "gy_prev");
   auto dn = tile<T>(dn_, "dn"), dz = tile<T>(dz_, "dz"), carry = tile<T>(carry_, "carry");
   over_rows(B, H, [&](int64_t b) {
-    auto row = al.p != nullptr ? (gy.p != nullptr ? gru_rb_backward_state_row<T, true, true>
-                                                  : gru_rb_backward_state_row<T, true, false>)
-                               : (gy.p != nullptr ? gru_rb_backward_state_row<T, false, true>
-                                                  : gru_rb_backward_state_row<T, false, false>);
-    row(H, row_or_null(mm, b), row_or_null(al, b), z.row(b), n.row(b), hp.row(b),
-        row_or_null(gy, b), dn.row(b), dz.row(b), carry.row(b));
+    gru_rb_backward_state_row_any<T>(H, row_or_null(mm, b), row_or_null(al, b), z.row(b),
+                                     n.row(b), hp.row(b), row_or_null(gy, b), dn.row(b),
+                                     dz.row(b), carry.row(b));
   });
-}
-
-// Reset before, backward, second half of step t, given g_rh = ∂a_n W_n = ∂L/∂(r ⊙ h_{t−1}):
-//   ∂(x̂_r + â_r) = g_rh ⊙ h_{t−1} r(1 − r) into dr;  carry += g_rh ⊙ r.
-template <typename T>
-void gru_rb_backward_reset_row(int64_t H, const T* __restrict__ grh, const T* __restrict__ r,
-                               const T* __restrict__ hp, T* __restrict__ dr,
-                               T* __restrict__ carry) {
-  for (int64_t j = 0; j < H; ++j) {
-    dr[j] = grh[j] * hp[j] * r[j] * (T(1) - r[j]);
-    carry[j] += grh[j] * r[j];
-  }
 }
 
 template <typename T>

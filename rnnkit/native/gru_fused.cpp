@@ -1,0 +1,459 @@
+// The GRU time loops (both forms) fused around the tile GEMM of tile_gemm.h.
+//
+// One OpenMP team runs the whole sequence. Each thread owns a contiguous range of hidden units
+// (in groups of 16, the width of a packed panel) and, at every step, computes the recurrent
+// product for its units only, tile by tile (a few batch rows × 16–48 columns), then applies the
+// gate arithmetic of gru_rows.h to the tile while it is in cache. A barrier per GEMM keeps the
+// steps in order: the next product needs every unit of the state just written. No tensors are
+// created inside the loop and the framework is never entered, so a step costs its arithmetic
+// plus one barrier (two for the reset-before form, whose n-gate product needs r ⊙ h first).
+//
+// Buffers are those of the step-by-step loops in gru_steps.cpp (see rnnkit/fast.py): time-major,
+// contiguous, gate-major rows. Weights arrive packed by rnnkit.fast._panels.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <omp.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "gru_rows.h"
+#include "tile_gemm.h"
+
+namespace rnnkit_native {
+namespace {
+
+// Size of the scratch tile: the largest kTileRows<NV> · 16 · NV.
+constexpr int kTileBuf = 12 * 2 * kPanel > 8 * 3 * kPanel ? 12 * 2 * kPanel : 8 * 3 * kPanel;
+
+int64_t groups_of(int64_t H) { return (H + kPanel - 1) / kPanel; }
+
+// Threads for G unit groups: torch's thread count, at most one per group.
+int team_size(int64_t G) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), G)));
+}
+
+// This thread's unit groups [begin, end) within the current team.
+struct Groups {
+  int64_t begin, end;
+};
+Groups my_groups(int64_t G) {
+  const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+  return {G * tid / nt, G * (tid + 1) / nt};
+}
+
+// body(g, nv): this thread's groups in runs of up to ``most`` consecutive groups (one tile wide).
+template <typename F>
+void over_group_tiles(const Groups& gs, int most, F&& body) {
+  for (int64_t g = gs.begin; g < gs.end; g += most)
+    body(g, static_cast<int>(std::min<int64_t>(most, gs.end - g)));
+}
+
+// body(m, rows): the batch in tiles of up to R rows.
+template <typename F>
+void over_row_tiles(int64_t B, int R, F&& body) {
+  for (int64_t m = 0; m < B; m += R) body(m, static_cast<int>(std::min<int64_t>(R, B - m)));
+}
+
+template <typename T>
+const T* ptr_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+void check_seq(const at::Tensor& t, int64_t T_, int64_t B, int64_t width, const char* name) {
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == T_ && t.size(1) == B && t.size(2) == width &&
+                  t.is_contiguous(),
+              "rnnkit native: ", name, " must be a contiguous (", T_, ", ", B, ", ", width,
+              ") tensor, got ", t.sizes());
+}
+
+void check_panels(const at::Tensor& w, int64_t H, int64_t K, int64_t width, const char* name) {
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(H) && w.size(1) == K &&
+                  w.size(2) == width && w.is_contiguous(),
+              "rnnkit native: ", name, " must be contiguous packed panels (", groups_of(H), ", ",
+              K, ", ", width, "), got ", w.sizes());
+}
+
+void check_state(const at::Tensor& h0, int64_t B, int64_t H) {
+  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == B && h0.size(1) == H && h0.stride(1) == 1,
+              "rnnkit native: h0 must be (", B, ", ", H, ") with contiguous rows");
+}
+
+// h_{t−1} for step t: the initial state at t = 0, else row block t − 1 of hs.
+template <typename T>
+struct PrevState {
+  const T* h0;
+  int64_t ld0;
+  const T* hs;
+  int64_t B, H;
+  const T* row(int64_t t, int64_t b) const {
+    return t == 0 ? h0 + b * ld0 : hs + ((t - 1) * B + b) * H;
+  }
+  const T* rows(int64_t t) const { return t == 0 ? h0 : hs + (t - 1) * B * H; }
+  int64_t ld(int64_t t) const { return t == 0 ? ld0 : H; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Reset after the product
+// ---------------------------------------------------------------------------------------------
+
+// w: W_hhᵀ packed with the three gates of each 16 units side by side, (G, H, 48).
+template <typename T>
+void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w,
+                            const std::optional<at::Tensor>& b,
+                            const std::optional<at::Tensor>& alpha, const at::Tensor& rz,
+                            const at::Tensor& n, const at::Tensor& an, const at::Tensor& hs) {
+  const int64_t T_ = xp.size(0), B = xp.size(1), H = hs.size(2), G = groups_of(H);
+  check_seq(xp, T_, B, 3 * H, "xp");
+  check_seq(rz, T_, B, 2 * H, "rz");
+  for (const auto* t : {&n, &an, &hs}) check_seq(*t, T_, B, H, "n / an / hs");
+  if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
+  check_state(h0, B, H);
+  check_panels(w, H, H, 3 * kPanel, "w");
+  const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *bias = ptr_or_null<T>(b);
+  const T* AL = ptr_or_null<T>(alpha);
+  T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>(), *AN = an.data_ptr<T>(), *HS = hs.data_ptr<T>();
+  const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), HS, B, H};
+  constexpr int R = kTileRows<3>;
+
+#pragma omp parallel num_threads(team_size(G))
+  {
+    const Groups gs = my_groups(G);
+    alignas(64) T buf[kTileBuf];
+    for (int64_t t = 0; t < T_; ++t) {
+      for (int64_t g = gs.begin; g < gs.end; ++g) {
+        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(kPanel, H - j0);
+        over_row_tiles(B, R, [&](int64_t m, int rows) {
+          tile_mm_rows<T, 3>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t), W + g * H * 3 * kPanel,
+                             3 * kPanel, kPanel, buf);
+          for (int r = 0; r < rows; ++r) {
+            const int64_t bb = m + r, row = t * B + bb;
+            T* a = buf + r * 3 * kPanel;
+            if (bias != nullptr)
+              for (int gate = 0; gate < 3; ++gate)
+                for (int64_t u = 0; u < cnt; ++u) a[gate * kPanel + u] += bias[gate * H + j0 + u];
+            const T* hp = prev.row(t, bb) + j0;
+            T* out = HS + row * H + j0;
+            gru_forward_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel, hp, RZ + row * 2 * H + j0,
+                               N + row * H + j0, AN + row * H + j0, out);
+            if (AL != nullptr) blend_row<T>(cnt, hp, AL + row * H + j0, out);
+          }
+        });
+      }
+#pragma omp barrier
+    }
+  }
+}
+
+// w_t: W_hh packed as 16-unit panels of its columns, (G, 3H, 16). Returns ∂L/∂h_0.
+template <typename T>
+at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                                   const at::Tensor& n, const at::Tensor& an,
+                                   const at::Tensor& h0, const at::Tensor& hs,
+                                   const std::optional<at::Tensor>& alpha, const at::Tensor& w_t,
+                                   const at::Tensor& da, const at::Tensor& dxn) {
+  const int64_t T_ = hs.size(0), B = hs.size(1), H = hs.size(2), G = groups_of(H);
+  check_seq(rz, T_, B, 2 * H, "rz");
+  check_seq(da, T_, B, 3 * H, "da");
+  for (const auto* t : {&n, &an, &hs, &dxn}) check_seq(*t, T_, B, H, "n / an / hs / dxn");
+  if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
+  if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
+  check_state(h0, B, H);
+  check_panels(w_t, H, 3 * H, kPanel, "w_t");
+  at::Tensor carry = gy.has_value() ? gy->select(0, T_ - 1).clone() : at::zeros({B, H}, hs.options());
+  const T *W = w_t.data_ptr<T>(), *AL = ptr_or_null<T>(alpha), *GY = ptr_or_null<T>(gy);
+  const T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>(), *AN = an.data_ptr<T>();
+  T *DA = da.data_ptr<T>(), *DXN = dxn.data_ptr<T>(), *C = carry.data_ptr<T>();
+  const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), hs.data_ptr<T>(), B, H};
+
+  // The rows of step s for units [j0, j0 + cnt) of batch row bb, ∂L/∂h_s's GEMM part in mm.
+  auto step_rows = [&](int64_t s, int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
+    const int64_t row = s * B + bb;
+    const T* gy_prev = (GY != nullptr && s > 0) ? GY + ((s - 1) * B + bb) * H + j0 : nullptr;
+    gru_backward_row_any<T>(cnt, H, mm, AL != nullptr ? AL + row * H + j0 : nullptr,
+                            RZ + row * 2 * H + j0, N + row * H + j0, AN + row * H + j0,
+                            prev.row(s, bb) + j0, gy_prev, DA + row * 3 * H + j0,
+                            DXN + row * H + j0, C + bb * H + j0);
+  };
+
+#pragma omp parallel num_threads(team_size(G))
+  {
+    const Groups gs = my_groups(G);
+    const int64_t u0 = gs.begin * kPanel, u1 = std::min(gs.end * kPanel, H);
+    alignas(64) T buf[kTileBuf];
+    for (int64_t bb = 0; bb < B && u1 > u0; ++bb) step_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
+#pragma omp barrier
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
+        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, 3 * H, DA + (t * B + m) * 3 * H, 3 * H, W + g * 3 * H * kPanel,
+                         kPanel, 3 * H * kPanel, buf);
+          for (int r = 0; r < rows; ++r) {
+            const T* mm = buf + r * nv * kPanel;
+            if (t > 0) {
+              step_rows(t - 1, m + r, j0, cnt, mm);
+            } else {
+              T* c = C + (m + r) * H + j0;
+              for (int64_t u = 0; u < cnt; ++u) c[u] += mm[u];
+            }
+          }
+        });
+      });
+#pragma omp barrier
+    }
+  }
+  return carry;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reset before the product
+// ---------------------------------------------------------------------------------------------
+
+// w_rz: W_rzᵀ packed with r and z of each 16 units side by side, (G, H, 32);
+// w_n: W_nᵀ as 16-unit panels, (G, H, 16).
+template <typename T>
+void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w_rz,
+                               const at::Tensor& w_n, const std::optional<at::Tensor>& b,
+                               const std::optional<at::Tensor>& alpha, const at::Tensor& rz,
+                               const at::Tensor& rh, const at::Tensor& n, const at::Tensor& hs) {
+  const int64_t T_ = xp.size(0), B = xp.size(1), H = hs.size(2), G = groups_of(H);
+  check_seq(xp, T_, B, 3 * H, "xp");
+  check_seq(rz, T_, B, 2 * H, "rz");
+  for (const auto* t : {&rh, &n, &hs}) check_seq(*t, T_, B, H, "rh / n / hs");
+  if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
+  check_state(h0, B, H);
+  check_panels(w_rz, H, H, 2 * kPanel, "w_rz");
+  check_panels(w_n, H, H, kPanel, "w_n");
+  const T *X = xp.data_ptr<T>(), *WRZ = w_rz.data_ptr<T>(), *WN = w_n.data_ptr<T>();
+  const T *bias = ptr_or_null<T>(b), *AL = ptr_or_null<T>(alpha);
+  T *RZ = rz.data_ptr<T>(), *RH = rh.data_ptr<T>(), *N = n.data_ptr<T>(), *HS = hs.data_ptr<T>();
+  const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), HS, B, H};
+
+#pragma omp parallel num_threads(team_size(G))
+  {
+    const Groups gs = my_groups(G);
+    alignas(64) T buf[kTileBuf];
+    for (int64_t t = 0; t < T_; ++t) {
+      // r, z and r ⊙ h_{t−1} for this thread's units
+      for (int64_t g = gs.begin; g < gs.end; ++g) {
+        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(kPanel, H - j0);
+        over_row_tiles(B, kTileRows<2>, [&](int64_t m, int rows) {
+          tile_mm_rows<T, 2>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t),
+                             WRZ + g * H * 2 * kPanel, 2 * kPanel, kPanel, buf);
+          for (int r = 0; r < rows; ++r) {
+            const int64_t bb = m + r, row = t * B + bb;
+            T* a = buf + r * 2 * kPanel;
+            if (bias != nullptr)
+              for (int gate = 0; gate < 2; ++gate)
+                for (int64_t u = 0; u < cnt; ++u) a[gate * kPanel + u] += bias[gate * H + j0 + u];
+            gru_rb_gates_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel, prev.row(t, bb) + j0,
+                                RZ + row * 2 * H + j0, RH + row * H + j0);
+          }
+        });
+      }
+#pragma omp barrier
+      // n and h_t, from W_n (r ⊙ h_{t−1}) over every unit
+      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
+        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, H, RH + (t * B + m) * H, H, WN + g * H * kPanel, kPanel,
+                         H * kPanel, buf);
+          for (int r = 0; r < rows; ++r) {
+            const int64_t bb = m + r, row = t * B + bb;
+            T* a = buf + r * nv * kPanel;
+            if (bias != nullptr)
+              for (int64_t u = 0; u < cnt; ++u) a[u] += bias[2 * H + j0 + u];
+            const T* hp = prev.row(t, bb) + j0;
+            T* out = HS + row * H + j0;
+            gru_rb_state_row<T>(cnt, X + row * 3 * H + 2 * H + j0, a, hp,
+                                RZ + row * 2 * H + H + j0, N + row * H + j0, out);
+            if (AL != nullptr) blend_row<T>(cnt, hp, AL + row * H + j0, out);
+          }
+        });
+      });
+#pragma omp barrier
+    }
+  }
+}
+
+// w_n_t: W_n as 16-unit panels of its columns, (G, H, 16); w_rz_t: W_rz likewise, (G, 2H, 16).
+// Returns ∂L/∂h_0.
+template <typename T>
+at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                                      const at::Tensor& n, const at::Tensor& h0,
+                                      const at::Tensor& hs, const std::optional<at::Tensor>& alpha,
+                                      const at::Tensor& w_n_t, const at::Tensor& w_rz_t,
+                                      const at::Tensor& d_rz, const at::Tensor& d_n) {
+  const int64_t T_ = hs.size(0), B = hs.size(1), H = hs.size(2), G = groups_of(H);
+  check_seq(rz, T_, B, 2 * H, "rz");
+  check_seq(d_rz, T_, B, 2 * H, "d_rz");
+  for (const auto* t : {&n, &hs, &d_n}) check_seq(*t, T_, B, H, "n / hs / d_n");
+  if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
+  if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
+  check_state(h0, B, H);
+  check_panels(w_n_t, H, H, kPanel, "w_n_t");
+  check_panels(w_rz_t, H, 2 * H, kPanel, "w_rz_t");
+  at::Tensor carry = gy.has_value() ? gy->select(0, T_ - 1).clone() : at::zeros({B, H}, hs.options());
+  const T *WN = w_n_t.data_ptr<T>(), *WRZ = w_rz_t.data_ptr<T>();
+  const T *AL = ptr_or_null<T>(alpha), *GY = ptr_or_null<T>(gy);
+  const T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>();
+  T *DRZ = d_rz.data_ptr<T>(), *DN = d_n.data_ptr<T>(), *C = carry.data_ptr<T>();
+  const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), hs.data_ptr<T>(), B, H};
+
+  // First half of step s for units [j0, j0 + cnt) of batch row bb (∂L/∂h_s's GEMM part in mm).
+  auto state_rows = [&](int64_t s, int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
+    const int64_t row = s * B + bb;
+    const T* gy_prev = (GY != nullptr && s > 0) ? GY + ((s - 1) * B + bb) * H + j0 : nullptr;
+    gru_rb_backward_state_row_any<T>(cnt, mm, AL != nullptr ? AL + row * H + j0 : nullptr,
+                                     RZ + row * 2 * H + H + j0, N + row * H + j0,
+                                     prev.row(s, bb) + j0, gy_prev, DN + row * H + j0,
+                                     DRZ + row * 2 * H + H + j0, C + bb * H + j0);
+  };
+
+#pragma omp parallel num_threads(team_size(G))
+  {
+    const Groups gs = my_groups(G);
+    const int64_t u0 = gs.begin * kPanel, u1 = std::min(gs.end * kPanel, H);
+    alignas(64) T buf[kTileBuf];
+    for (int64_t bb = 0; bb < B && u1 > u0; ++bb) state_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
+#pragma omp barrier
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      // ∂L/∂(r ⊙ h_{t−1}) = ∂a_n W_n, then ∂r and the r-path of ∂L/∂h_{t−1}
+      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
+        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, H, DN + (t * B + m) * H, H, WN + g * H * kPanel, kPanel,
+                         H * kPanel, buf);
+          for (int r = 0; r < rows; ++r) {
+            const int64_t bb = m + r, row = t * B + bb;
+            gru_rb_backward_reset_row<T>(cnt, buf + r * nv * kPanel, RZ + row * 2 * H + j0,
+                                         prev.row(t, bb) + j0, DRZ + row * 2 * H + j0,
+                                         C + bb * H + j0);
+          }
+        });
+      });
+#pragma omp barrier
+      // ∂a_rz W_rz completes ∂L/∂h_{t−1}; then the first half of step t − 1
+      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
+        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, 2 * H, DRZ + (t * B + m) * 2 * H, 2 * H,
+                         WRZ + g * 2 * H * kPanel, kPanel, 2 * H * kPanel, buf);
+          for (int r = 0; r < rows; ++r) {
+            const T* mm = buf + r * nv * kPanel;
+            if (t > 0) {
+              state_rows(t - 1, m + r, j0, cnt, mm);
+            } else {
+              T* c = C + (m + r) * H + j0;
+              for (int64_t u = 0; u < cnt; ++u) c[u] += mm[u];
+            }
+          }
+        });
+      });
+#pragma omp barrier
+    }
+  }
+  return carry;
+}
+
+// C (M, N) = A (M, K) · B for B packed as 16-column panels (G, K, 16): the tile GEMM on its own,
+// for the tests.
+template <typename T>
+at::Tensor panel_mm_impl(const at::Tensor& a, const at::Tensor& panels, int64_t N) {
+  const int64_t M = a.size(0), K = a.size(1), G = groups_of(N);
+  TORCH_CHECK(a.dim() == 2 && a.stride(1) == 1, "rnnkit native: a must be 2-D with contiguous rows");
+  check_panels(panels, N, K, kPanel, "panels");
+  at::Tensor c = at::empty({M, N}, a.options());
+  const T *A = a.data_ptr<T>(), *P = panels.data_ptr<T>();
+  T* Cp = c.data_ptr<T>();
+  const int64_t lda = a.stride(0);
+#pragma omp parallel num_threads(team_size(G))
+  {
+    const Groups gs = my_groups(G);
+    alignas(64) T buf[kTileBuf];
+    over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+      const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, N - j0);
+      over_row_tiles(M, tile_rows(nv), [&](int64_t m, int rows) {
+        tile_mm_any<T>(nv, rows, K, A + m * lda, lda, P + g * K * kPanel, kPanel, K * kPanel, buf);
+        for (int r = 0; r < rows; ++r)
+          std::copy(buf + r * nv * kPanel, buf + r * nv * kPanel + cnt, Cp + (m + r) * N + j0);
+      });
+    });
+  }
+  return c;
+}
+
+bool fused_supported(const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat) return tile_gemm_fast<float>();
+  return t.scalar_type() == at::kDouble;
+}
+
+#define RNNKIT_DISPATCH_RETURN(tensor, name, ...)                                       \
+  [&]() -> at::Tensor {                                                                \
+    if ((tensor).scalar_type() == at::kFloat) return name<float>(__VA_ARGS__);         \
+    TORCH_CHECK((tensor).scalar_type() == at::kDouble,                                 \
+                "rnnkit native: float32 or float64 only, got ", (tensor).scalar_type()); \
+    return name<double>(__VA_ARGS__);                                                  \
+  }()
+
+void gru_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w,
+                       const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& alpha,
+                       const at::Tensor& rz, const at::Tensor& n, const at::Tensor& an,
+                       const at::Tensor& hs) {
+  RNNKIT_DISPATCH(xp, gru_fused_forward_impl, xp, h0, w, b, alpha, rz, n, an, hs);
+}
+
+at::Tensor gru_fused_backward(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                              const at::Tensor& n, const at::Tensor& an, const at::Tensor& h0,
+                              const at::Tensor& hs, const std::optional<at::Tensor>& alpha,
+                              const at::Tensor& w_t, const at::Tensor& da, const at::Tensor& dxn) {
+  return RNNKIT_DISPATCH_RETURN(hs, gru_fused_backward_impl, gy, rz, n, an, h0, hs, alpha, w_t,
+                                da, dxn);
+}
+
+void gru_rb_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w_rz,
+                          const at::Tensor& w_n, const std::optional<at::Tensor>& b,
+                          const std::optional<at::Tensor>& alpha, const at::Tensor& rz,
+                          const at::Tensor& rh, const at::Tensor& n, const at::Tensor& hs) {
+  RNNKIT_DISPATCH(xp, gru_rb_fused_forward_impl, xp, h0, w_rz, w_n, b, alpha, rz, rh, n, hs);
+}
+
+at::Tensor gru_rb_fused_backward(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                                 const at::Tensor& n, const at::Tensor& h0, const at::Tensor& hs,
+                                 const std::optional<at::Tensor>& alpha, const at::Tensor& w_n_t,
+                                 const at::Tensor& w_rz_t, const at::Tensor& d_rz,
+                                 const at::Tensor& d_n) {
+  return RNNKIT_DISPATCH_RETURN(hs, gru_rb_fused_backward_impl, gy, rz, n, h0, hs, alpha, w_n_t,
+                                w_rz_t, d_rz, d_n);
+}
+
+at::Tensor panel_mm(const at::Tensor& a, const at::Tensor& panels, int64_t n) {
+  return RNNKIT_DISPATCH_RETURN(a, panel_mm_impl, a, panels, n);
+}
+
+}  // namespace
+}  // namespace rnnkit_native
+
+TORCH_LIBRARY_FRAGMENT(rnnkit_native, m) {
+  using namespace rnnkit_native;
+  m.def("fused_supported(Tensor t) -> bool", &fused_supported);
+  m.def("panel_mm(Tensor a, Tensor panels, int n) -> Tensor", &panel_mm);
+  m.def(
+      "gru_fused_forward(Tensor xp, Tensor h0, Tensor w, Tensor? b, Tensor? alpha, "
+      "Tensor(a!) rz, Tensor(b!) n, Tensor(c!) an, Tensor(d!) hs) -> ()",
+      &gru_fused_forward);
+  m.def(
+      "gru_fused_backward(Tensor? gy, Tensor rz, Tensor n, Tensor an, Tensor h0, Tensor hs, "
+      "Tensor? alpha, Tensor w_t, Tensor(a!) da, Tensor(b!) dxn) -> Tensor",
+      &gru_fused_backward);
+  m.def(
+      "gru_rb_fused_forward(Tensor xp, Tensor h0, Tensor w_rz, Tensor w_n, Tensor? b, "
+      "Tensor? alpha, Tensor(a!) rz, Tensor(b!) rh, Tensor(c!) n, Tensor(d!) hs) -> ()",
+      &gru_rb_fused_forward);
+  m.def(
+      "gru_rb_fused_backward(Tensor? gy, Tensor rz, Tensor n, Tensor h0, Tensor hs, "
+      "Tensor? alpha, Tensor w_n_t, Tensor w_rz_t, Tensor(a!) d_rz, Tensor(b!) d_n) -> Tensor",
+      &gru_rb_fused_backward);
+}
