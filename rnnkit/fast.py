@@ -1084,7 +1084,7 @@ def _use_fused(xp: Tensor) -> bool:
         return False
     if xp.dtype not in _FUSED_DTYPES:
         probe = torch.zeros(1, dtype=xp.dtype)
-        _FUSED_DTYPES[xp.dtype] = bool(torch.ops.rnnkit_native.fused_supported(probe))
+        _FUSED_DTYPES[xp.dtype] = bool(torch.ops.rnnkit_native.tile_gemm_supported(probe))
     return _FUSED_DTYPES[xp.dtype]
 
 
@@ -1106,10 +1106,13 @@ def _panels(b: Tensor, gates: int = 1) -> Tensor:
     return p.view(K, gates, G, PANEL).permute(2, 0, 1, 3).contiguous().view(G, K, gates * PANEL)
 
 
-def _grad_weight_prev(dy: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
-    """Σ_t ∂y_tᵀ h_{t−1} for ``dy (T, B, N)``, h_{−1} = ``h0``, without concatenating h0 and hs."""
+def _grad_weight_prev(dy: Tensor, h0: Tensor, hs: Tensor, out: Tensor | None = None) -> Tensor:
+    """Σ_t ∂y_tᵀ h_{t−1} for ``dy (T, B, N)``, h_{−1} = ``h0``, without concatenating h0 and hs.
+
+    ``dy`` may be a slice of the last dimension of a larger buffer (its rows are not copied).
+    """
     T, B, N = dy.shape
-    g = torch.mm(dy[0].t(), h0)
+    g = torch.mm(dy[0].t(), h0) if out is None else torch.mm(dy[0].t(), h0, out=out)
     if T > 1:
         g.addmm_(dy[1:].reshape((T - 1) * B, N).t(), hs[:-1].reshape((T - 1) * B, -1))
     return g
@@ -1297,34 +1300,31 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
         h0, w_hh, b_hh, ln_w, alpha, rz, rh, n, hs = ctx.saved_tensors
         T, B, H = hs.shape
         if ctx.native:
-            d_rz, d_n = hs.new_empty(T, B, 2 * H), hs.new_empty(T, B, H)
+            # ∂x̂ = ∂â = [∂r, ∂z, ∂n]: one buffer, returned as the input-projection gradient
+            dxp = hs.new_empty(T, B, 3 * H)
+            d_rz, d_n = dxp[..., : 2 * H], dxp[..., 2 * H :]
+            g_w = w_hh.new_empty(3 * H, H)
             if ctx.fused:
+                w_n_t, w_rz_t = _panels(w_hh[2 * H :]), _panels(w_hh[: 2 * H])
                 gh = torch.ops.rnnkit_native.gru_rb_fused_backward(
-                    _contiguous(g_hs),
-                    rz,
-                    n,
-                    h0,
-                    hs,
-                    alpha,
-                    _panels(w_hh[2 * H :]),
-                    _panels(w_hh[: 2 * H]),
-                    d_rz,
-                    d_n,
+                    _contiguous(g_hs), rz, n, h0, hs, alpha, w_n_t, w_rz_t, dxp
                 )
-                g_w_rz = _grad_weight_prev(d_rz, h0, hs)
+                _grad_weight_prev(d_rz, h0, hs, out=g_w[: 2 * H])
             else:
                 h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
                 (w_rz_t, onednn), (w_n_t, _) = (
                     _pack(w_hh[: 2 * H].t(), B),
                     _pack(w_hh[2 * H :].t(), B),
                 )
+                d_rz, d_n = hs.new_empty(T, B, 2 * H), hs.new_empty(T, B, H)
                 gh = torch.ops.rnnkit_native.gru_rb_backward_seq(
                     _contiguous(g_hs), rz, n, h_prev, alpha, w_rz_t, w_n_t, onednn, d_rz, d_n
                 )
-                g_w_rz = _grad_weight(d_rz.view(T * B, 2 * H), h_prev.view(T * B, H))
-            g_w = torch.cat([g_w_rz, _grad_weight(d_n.view(T * B, H), rh.view(T * B, H))])
-            g_b = torch.cat([_sum_tb(d_rz), _sum_tb(d_n)]) if b_hh is not None else None
-            return torch.cat([d_rz, d_n], 2), gh, g_w, g_b, None, None, None
+                torch.cat([d_rz, d_n], 2, out=dxp)
+                g_w[: 2 * H] = _grad_weight(d_rz.view(T * B, 2 * H), h_prev.view(T * B, H))
+            torch.mm(d_n.reshape(T * B, H).t(), rh.view(T * B, H), out=g_w[2 * H :])
+            g_b = _sum_tb(dxp) if b_hh is not None else None
+            return dxp, gh, g_w, g_b, None, None, None
         pre_rz, m_rz, s_rz, pre_n, m_n, s_n = ctx.lists
         layer_norm = ln_w is not None
         r, z = rz.view(T, B, 2, H).unbind(2)

@@ -376,7 +376,7 @@ def two_threads():
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (13, 37, 50), (32, 128, 384), (40, 7, 100)])
 def test_tile_gemm_matches_mm(dtype, m, k, n, native_kernels, two_threads):
     """Tiles of every width (1–3 panels) and height (1–12 rows), units past n ignored."""
-    if not torch.ops.rnnkit_native.fused_supported(torch.zeros(1, dtype=dtype)):
+    if not torch.ops.rnnkit_native.tile_gemm_supported(torch.zeros(1, dtype=dtype)):
         pytest.skip("no tile GEMM for this dtype on this CPU")
     torch.manual_seed(11)
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)

@@ -1,19 +1,17 @@
 // The GRU time loops (both forms) fused around the tile GEMM of tile_gemm.h.
 //
-// One OpenMP team runs the whole sequence. Each thread owns a contiguous range of hidden units
-// (in groups of 16, the width of a packed panel) and, at every step, computes the recurrent
-// product for its units only, tile by tile (a few batch rows × 16–48 columns), then applies the
-// gate arithmetic of gru_rows.h to the tile while it is in cache. A barrier per GEMM keeps the
-// steps in order: the next product needs every unit of the state just written. No tensors are
-// created inside the loop and the framework is never entered, so a step costs its arithmetic
-// plus one barrier (two for the reset-before form, whose n-gate product needs r ⊙ h first).
+// One OpenMP team runs the whole sequence. At every step a thread computes the recurrent product
+// for its share of the work tile by tile (a few batch rows × 16–48 columns: 16 hidden units, the
+// width of a packed panel, with all their gates) and applies the gate arithmetic of gru_rows.h to
+// the tile while it is in cache. The share is a slice of the batch rows where every thread gets
+// at least 8 (the threads then never exchange data), else a range of units, with a barrier per
+// product because the next one needs every unit of the state just written (see my_work in
+// tile_gemm.h). No tensors are created inside the loop and the framework is never entered.
 //
 // Buffers are those of the step-by-step loops in gru_steps.cpp (see rnnkit/fast.py): time-major,
 // contiguous, gate-major rows. Weights arrive packed by rnnkit.fast._panels.
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <omp.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -23,38 +21,6 @@
 
 namespace rnnkit_native {
 namespace {
-
-// Size of the scratch tile: the largest kTileRows<NV> · 16 · NV.
-constexpr int kTileBuf = 12 * 2 * kPanel > 8 * 3 * kPanel ? 12 * 2 * kPanel : 8 * 3 * kPanel;
-
-int64_t groups_of(int64_t H) { return (H + kPanel - 1) / kPanel; }
-
-// Threads for G unit groups: torch's thread count, at most one per group.
-int team_size(int64_t G) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), G)));
-}
-
-// This thread's unit groups [begin, end) within the current team.
-struct Groups {
-  int64_t begin, end;
-};
-Groups my_groups(int64_t G) {
-  const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-  return {G * tid / nt, G * (tid + 1) / nt};
-}
-
-// body(g, nv): this thread's groups in runs of up to ``most`` consecutive groups (one tile wide).
-template <typename F>
-void over_group_tiles(const Groups& gs, int most, F&& body) {
-  for (int64_t g = gs.begin; g < gs.end; g += most)
-    body(g, static_cast<int>(std::min<int64_t>(most, gs.end - g)));
-}
-
-// body(m, rows): the batch in tiles of up to R rows.
-template <typename F>
-void over_row_tiles(int64_t B, int R, F&& body) {
-  for (int64_t m = 0; m < B; m += R) body(m, static_cast<int>(std::min<int64_t>(R, B - m)));
-}
 
 template <typename T>
 const T* ptr_or_null(const std::optional<at::Tensor>& t) {
@@ -117,15 +83,15 @@ void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), HS, B, H};
   constexpr int R = kTileRows<3>;
 
-#pragma omp parallel num_threads(team_size(G))
+#pragma omp parallel num_threads(team_size(B, G))
   {
-    const Groups gs = my_groups(G);
+    const Work w = my_work(B, G);
     alignas(64) T buf[kTileBuf];
     for (int64_t t = 0; t < T_; ++t) {
-      for (int64_t g = gs.begin; g < gs.end; ++g) {
+      for (int64_t g = w.g0; g < w.g1; ++g) {
         const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(kPanel, H - j0);
-        over_row_tiles(B, R, [&](int64_t m, int rows) {
-          tile_mm_rows<T, 3>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t), W + g * H * 3 * kPanel,
+        over_row_tiles(w.b0, w.b1, R, [&](int64_t m, int rows) {
+          tile_mm_rows<T, 3>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t), 1, W + g * H * 3 * kPanel,
                              3 * kPanel, kPanel, buf);
           for (int r = 0; r < rows; ++r) {
             const int64_t bb = m + r, row = t * B + bb;
@@ -141,7 +107,9 @@ void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
           }
         });
       }
+if (w.sync) {
 #pragma omp barrier
+      }
     }
   }
 }
@@ -177,18 +145,20 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
                             DXN + row * H + j0, C + bb * H + j0);
   };
 
-#pragma omp parallel num_threads(team_size(G))
+#pragma omp parallel num_threads(team_size(B, G))
   {
-    const Groups gs = my_groups(G);
-    const int64_t u0 = gs.begin * kPanel, u1 = std::min(gs.end * kPanel, H);
+    const Work w = my_work(B, G);
+    const int64_t u0 = w.g0 * kPanel, u1 = std::min(w.g1 * kPanel, H);
     alignas(64) T buf[kTileBuf];
-    for (int64_t bb = 0; bb < B && u1 > u0; ++bb) step_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
+    for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) step_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
+if (w.sync) {
 #pragma omp barrier
+      }
     for (int64_t t = T_ - 1; t >= 0; --t) {
-      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
         const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, 3 * H, DA + (t * B + m) * 3 * H, 3 * H, W + g * 3 * H * kPanel,
+        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, 3 * H, DA + (t * B + m) * 3 * H, 3 * H, 1, W + g * 3 * H * kPanel,
                          kPanel, 3 * H * kPanel, buf);
           for (int r = 0; r < rows; ++r) {
             const T* mm = buf + r * nv * kPanel;
@@ -201,7 +171,9 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
           }
         });
       });
+if (w.sync) {
 #pragma omp barrier
+      }
     }
   }
   return carry;
@@ -231,16 +203,16 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
   T *RZ = rz.data_ptr<T>(), *RH = rh.data_ptr<T>(), *N = n.data_ptr<T>(), *HS = hs.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), HS, B, H};
 
-#pragma omp parallel num_threads(team_size(G))
+#pragma omp parallel num_threads(team_size(B, G))
   {
-    const Groups gs = my_groups(G);
+    const Work w = my_work(B, G);
     alignas(64) T buf[kTileBuf];
     for (int64_t t = 0; t < T_; ++t) {
       // r, z and r ⊙ h_{t−1} for this thread's units
-      for (int64_t g = gs.begin; g < gs.end; ++g) {
+      for (int64_t g = w.g0; g < w.g1; ++g) {
         const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(kPanel, H - j0);
-        over_row_tiles(B, kTileRows<2>, [&](int64_t m, int rows) {
-          tile_mm_rows<T, 2>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t),
+        over_row_tiles(w.b0, w.b1, kTileRows<2>, [&](int64_t m, int rows) {
+          tile_mm_rows<T, 2>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t), 1,
                              WRZ + g * H * 2 * kPanel, 2 * kPanel, kPanel, buf);
           for (int r = 0; r < rows; ++r) {
             const int64_t bb = m + r, row = t * B + bb;
@@ -253,12 +225,14 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
           }
         });
       }
+if (w.sync) {
 #pragma omp barrier
+      }
       // n and h_t, from W_n (r ⊙ h_{t−1}) over every unit
-      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
         const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, H, RH + (t * B + m) * H, H, WN + g * H * kPanel, kPanel,
+        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, H, RH + (t * B + m) * H, H, 1, WN + g * H * kPanel, kPanel,
                          H * kPanel, buf);
           for (int r = 0; r < rows; ++r) {
             const int64_t bb = m + r, row = t * B + bb;
@@ -273,23 +247,25 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
           }
         });
       });
+if (w.sync) {
 #pragma omp barrier
+      }
     }
   }
 }
 
 // w_n_t: W_n as 16-unit panels of its columns, (G, H, 16); w_rz_t: W_rz likewise, (G, 2H, 16).
-// Returns ∂L/∂h_0.
+// Writes ∂L/∂x̂ = ∂L/∂â = [∂r, ∂z, ∂n] into dxp (T, B, 3H); returns ∂L/∂h_0.
 template <typename T>
 at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
                                       const at::Tensor& n, const at::Tensor& h0,
                                       const at::Tensor& hs, const std::optional<at::Tensor>& alpha,
                                       const at::Tensor& w_n_t, const at::Tensor& w_rz_t,
-                                      const at::Tensor& d_rz, const at::Tensor& d_n) {
+                                      const at::Tensor& dxp) {
   const int64_t T_ = hs.size(0), B = hs.size(1), H = hs.size(2), G = groups_of(H);
   check_seq(rz, T_, B, 2 * H, "rz");
-  check_seq(d_rz, T_, B, 2 * H, "d_rz");
-  for (const auto* t : {&n, &hs, &d_n}) check_seq(*t, T_, B, H, "n / hs / d_n");
+  check_seq(dxp, T_, B, 3 * H, "dxp");
+  for (const auto* t : {&n, &hs}) check_seq(*t, T_, B, H, "n / hs");
   if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
   if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
   check_state(h0, B, H);
@@ -299,7 +275,8 @@ at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const
   const T *WN = w_n_t.data_ptr<T>(), *WRZ = w_rz_t.data_ptr<T>();
   const T *AL = ptr_or_null<T>(alpha), *GY = ptr_or_null<T>(gy);
   const T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>();
-  T *DRZ = d_rz.data_ptr<T>(), *DN = d_n.data_ptr<T>(), *C = carry.data_ptr<T>();
+  // ∂(x̂_rz + â_rz) and ∂(x̂_n + â_n): the two parts of each dxp row (row stride 3H)
+  T *DRZ = dxp.data_ptr<T>(), *DN = DRZ + 2 * H, *C = carry.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), hs.data_ptr<T>(), B, H};
 
   // First half of step s for units [j0, j0 + cnt) of batch row bb (∂L/∂h_s's GEMM part in mm).
@@ -308,38 +285,42 @@ at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const
     const T* gy_prev = (GY != nullptr && s > 0) ? GY + ((s - 1) * B + bb) * H + j0 : nullptr;
     gru_rb_backward_state_row_any<T>(cnt, mm, AL != nullptr ? AL + row * H + j0 : nullptr,
                                      RZ + row * 2 * H + H + j0, N + row * H + j0,
-                                     prev.row(s, bb) + j0, gy_prev, DN + row * H + j0,
-                                     DRZ + row * 2 * H + H + j0, C + bb * H + j0);
+                                     prev.row(s, bb) + j0, gy_prev, DN + row * 3 * H + j0,
+                                     DRZ + row * 3 * H + H + j0, C + bb * H + j0);
   };
 
-#pragma omp parallel num_threads(team_size(G))
+#pragma omp parallel num_threads(team_size(B, G))
   {
-    const Groups gs = my_groups(G);
-    const int64_t u0 = gs.begin * kPanel, u1 = std::min(gs.end * kPanel, H);
+    const Work w = my_work(B, G);
+    const int64_t u0 = w.g0 * kPanel, u1 = std::min(w.g1 * kPanel, H);
     alignas(64) T buf[kTileBuf];
-    for (int64_t bb = 0; bb < B && u1 > u0; ++bb) state_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
+    for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) state_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
+if (w.sync) {
 #pragma omp barrier
+      }
     for (int64_t t = T_ - 1; t >= 0; --t) {
       // ∂L/∂(r ⊙ h_{t−1}) = ∂a_n W_n, then ∂r and the r-path of ∂L/∂h_{t−1}
-      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
         const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, H, DN + (t * B + m) * H, H, WN + g * H * kPanel, kPanel,
+        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, H, DN + (t * B + m) * 3 * H, 3 * H, 1, WN + g * H * kPanel, kPanel,
                          H * kPanel, buf);
           for (int r = 0; r < rows; ++r) {
             const int64_t bb = m + r, row = t * B + bb;
             gru_rb_backward_reset_row<T>(cnt, buf + r * nv * kPanel, RZ + row * 2 * H + j0,
-                                         prev.row(t, bb) + j0, DRZ + row * 2 * H + j0,
+                                         prev.row(t, bb) + j0, DRZ + row * 3 * H + j0,
                                          C + bb * H + j0);
           }
         });
       });
+if (w.sync) {
 #pragma omp barrier
+      }
       // ∂a_rz W_rz completes ∂L/∂h_{t−1}; then the first half of step t − 1
-      over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
         const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(B, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, 2 * H, DRZ + (t * B + m) * 2 * H, 2 * H,
+        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
+          tile_mm_any<T>(nv, rows, 2 * H, DRZ + (t * B + m) * 3 * H, 3 * H, 1,
                          WRZ + g * 2 * H * kPanel, kPanel, 2 * H * kPanel, buf);
           for (int r = 0; r < rows; ++r) {
             const T* mm = buf + r * nv * kPanel;
@@ -352,31 +333,34 @@ at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const
           }
         });
       });
+if (w.sync) {
 #pragma omp barrier
+      }
     }
   }
   return carry;
 }
 
-// C (M, N) = A (M, K) · B for B packed as 16-column panels (G, K, 16): the tile GEMM on its own,
-// for the tests.
+// C (M, N) = A (M, K) · B for B packed by rnnkit.fast._panels as (G, K, 16): the tile GEMM on its
+// own, for the tests.
 template <typename T>
 at::Tensor panel_mm_impl(const at::Tensor& a, const at::Tensor& panels, int64_t N) {
+  TORCH_CHECK(a.dim() == 2, "rnnkit native: a must be 2-D");
   const int64_t M = a.size(0), K = a.size(1), G = groups_of(N);
-  TORCH_CHECK(a.dim() == 2 && a.stride(1) == 1, "rnnkit native: a must be 2-D with contiguous rows");
   check_panels(panels, N, K, kPanel, "panels");
   at::Tensor c = at::empty({M, N}, a.options());
   const T *A = a.data_ptr<T>(), *P = panels.data_ptr<T>();
   T* Cp = c.data_ptr<T>();
-  const int64_t lda = a.stride(0);
-#pragma omp parallel num_threads(team_size(G))
+  const int64_t lda = a.stride(0), ka = a.stride(1);
+#pragma omp parallel num_threads(team_size(M, G))
   {
-    const Groups gs = my_groups(G);
+    const Work w = my_work(M, G);
     alignas(64) T buf[kTileBuf];
-    over_group_tiles(gs, 3, [&](int64_t g, int nv) {
+    over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
       const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, N - j0);
-      over_row_tiles(M, tile_rows(nv), [&](int64_t m, int rows) {
-        tile_mm_any<T>(nv, rows, K, A + m * lda, lda, P + g * K * kPanel, kPanel, K * kPanel, buf);
+      over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
+        tile_mm_any<T>(nv, rows, K, A + m * lda, lda, ka, P + g * K * kPanel, kPanel,
+                       K * kPanel, buf);
         for (int r = 0; r < rows; ++r)
           std::copy(buf + r * nv * kPanel, buf + r * nv * kPanel + cnt, Cp + (m + r) * N + j0);
       });
@@ -385,18 +369,10 @@ at::Tensor panel_mm_impl(const at::Tensor& a, const at::Tensor& panels, int64_t 
   return c;
 }
 
-bool fused_supported(const at::Tensor& t) {
+bool tile_gemm_supported(const at::Tensor& t) {
   if (t.scalar_type() == at::kFloat) return tile_gemm_fast<float>();
   return t.scalar_type() == at::kDouble;
 }
-
-#define RNNKIT_DISPATCH_RETURN(tensor, name, ...)                                       \
-  [&]() -> at::Tensor {                                                                \
-    if ((tensor).scalar_type() == at::kFloat) return name<float>(__VA_ARGS__);         \
-    TORCH_CHECK((tensor).scalar_type() == at::kDouble,                                 \
-                "rnnkit native: float32 or float64 only, got ", (tensor).scalar_type()); \
-    return name<double>(__VA_ARGS__);                                                  \
-  }()
 
 void gru_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w,
                        const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& alpha,
@@ -423,10 +399,9 @@ void gru_rb_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::
 at::Tensor gru_rb_fused_backward(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
                                  const at::Tensor& n, const at::Tensor& h0, const at::Tensor& hs,
                                  const std::optional<at::Tensor>& alpha, const at::Tensor& w_n_t,
-                                 const at::Tensor& w_rz_t, const at::Tensor& d_rz,
-                                 const at::Tensor& d_n) {
+                                 const at::Tensor& w_rz_t, const at::Tensor& dxp) {
   return RNNKIT_DISPATCH_RETURN(hs, gru_rb_fused_backward_impl, gy, rz, n, h0, hs, alpha, w_n_t,
-                                w_rz_t, d_rz, d_n);
+                                w_rz_t, dxp);
 }
 
 at::Tensor panel_mm(const at::Tensor& a, const at::Tensor& panels, int64_t n) {
@@ -438,7 +413,7 @@ at::Tensor panel_mm(const at::Tensor& a, const at::Tensor& panels, int64_t n) {
 
 TORCH_LIBRARY_FRAGMENT(rnnkit_native, m) {
   using namespace rnnkit_native;
-  m.def("fused_supported(Tensor t) -> bool", &fused_supported);
+  m.def("tile_gemm_supported(Tensor t) -> bool", &tile_gemm_supported);
   m.def("panel_mm(Tensor a, Tensor panels, int n) -> Tensor", &panel_mm);
   m.def(
       "gru_fused_forward(Tensor xp, Tensor h0, Tensor w, Tensor? b, Tensor? alpha, "
@@ -454,6 +429,6 @@ TORCH_LIBRARY_FRAGMENT(rnnkit_native, m) {
       &gru_rb_fused_forward);
   m.def(
       "gru_rb_fused_backward(Tensor? gy, Tensor rz, Tensor n, Tensor h0, Tensor hs, "
-      "Tensor? alpha, Tensor w_n_t, Tensor w_rz_t, Tensor(a!) d_rz, Tensor(b!) d_n) -> Tensor",
+      "Tensor? alpha, Tensor w_n_t, Tensor w_rz_t, Tensor(a!) dxp) -> Tensor",
       &gru_rb_fused_backward);
 }

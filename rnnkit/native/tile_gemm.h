@@ -7,11 +7,17 @@
 // kernel). The fused sequences of gru_fused.cpp call this kernel on tiles of their own hidden
 // units and apply the gate arithmetic to the tile while it is still in cache.
 //
+// A is read one element at a time (broadcast), so any strides work: element (r, k) at
+// a + r·lda + k·ka (ka = 1 for row-major A, lda = 1 for a transposed view).
 // Panel layout: vector v (16 columns) of packed row k is at b + k·ldb + v·vstride. A panel of
 // ng gates × 16 units packed as (K, ng, 16) has ldb = 16·ng, vstride = 16; consecutive 16-unit
 // panels packed as (G, K, 16) have ldb = 16, vstride = 16·K.
 #pragma once
 
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -42,13 +48,13 @@ constexpr bool tile_gemm_fast() {
 // Portable tile: plain loops over an accumulator array (vectorised by the compiler; used for
 // double and as the reference for float).
 template <typename T, int R, int NV>
-inline void tile_mm_portable(int64_t K, const T* __restrict__ a, int64_t lda,
+inline void tile_mm_portable(int64_t K, const T* __restrict__ a, int64_t lda, int64_t ka,
                              const T* __restrict__ b, int64_t ldb, int64_t vstride,
                              T* __restrict__ c) {
   T acc[R][NV * kPanel] = {};
   for (int64_t k = 0; k < K; ++k) {
     for (int r = 0; r < R; ++r) {
-      const T av = a[r * lda + k];
+      const T av = a[r * lda + k * ka];
       for (int v = 0; v < NV; ++v) {
         const T* bk = b + k * ldb + v * vstride;
         for (int u = 0; u < kPanel; ++u) acc[r][v * kPanel + u] += av * bk[u];
@@ -59,10 +65,10 @@ inline void tile_mm_portable(int64_t K, const T* __restrict__ a, int64_t lda,
     for (int u = 0; u < NV * kPanel; ++u) c[r * NV * kPanel + u] = acc[r][u];
 }
 
-// One tile, c (R × 16·NV, row stride 16·NV) = a (R × K, row stride lda) · panels.
+// One tile, c (R × 16·NV, row stride 16·NV) = a (R × K) · panels.
 template <typename T, int R, int NV>
-inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, const T* __restrict__ b,
-                    int64_t ldb, int64_t vstride, T* __restrict__ c) {
+inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, int64_t ka,
+                    const T* __restrict__ b, int64_t ldb, int64_t vstride, T* __restrict__ c) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     __m512 acc[R][NV];
@@ -74,9 +80,10 @@ inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, const T* __
       __m512 bv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + v * vstride);
+      const float* ak = a + k * ka;
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+        const __m512 av = _mm512_set1_ps(ak[r * lda]);
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
       }
@@ -88,39 +95,92 @@ inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, const T* __
     return;
   }
 #endif
-  tile_mm_portable<T, R, NV>(K, a, lda, b, ldb, vstride, c);
+  tile_mm_portable<T, R, NV>(K, a, lda, ka, b, ldb, vstride, c);
 }
 
 // A tile of ``rows`` ≤ kTileRows<NV> rows: picks the instantiation with R = rows.
 template <typename T, int NV, int R = kTileRows<NV>>
-inline void tile_mm_rows(int rows, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb,
-                         int64_t vstride, T* c) {
+inline void tile_mm_rows(int rows, int64_t K, const T* a, int64_t lda, int64_t ka, const T* b,
+                         int64_t ldb, int64_t vstride, T* c) {
   if constexpr (R > 1) {
     if (rows < R) {
-      tile_mm_rows<T, NV, R - 1>(rows, K, a, lda, b, ldb, vstride, c);
+      tile_mm_rows<T, NV, R - 1>(rows, K, a, lda, ka, b, ldb, vstride, c);
       return;
     }
   }
-  tile_mm<T, R, NV>(K, a, lda, b, ldb, vstride, c);
+  tile_mm<T, R, NV>(K, a, lda, ka, b, ldb, vstride, c);
 }
 
 // A tile of ``nv`` ≤ 3 vectors (run-time) and ``rows`` rows.
 template <typename T>
-inline void tile_mm_any(int nv, int rows, int64_t K, const T* a, int64_t lda, const T* b,
-                        int64_t ldb, int64_t vstride, T* c) {
+inline void tile_mm_any(int nv, int rows, int64_t K, const T* a, int64_t lda, int64_t ka,
+                        const T* b, int64_t ldb, int64_t vstride, T* c) {
   switch (nv) {
     case 1:
-      tile_mm_rows<T, 1>(rows, K, a, lda, b, ldb, vstride, c);
+      tile_mm_rows<T, 1>(rows, K, a, lda, ka, b, ldb, vstride, c);
       break;
     case 2:
-      tile_mm_rows<T, 2>(rows, K, a, lda, b, ldb, vstride, c);
+      tile_mm_rows<T, 2>(rows, K, a, lda, ka, b, ldb, vstride, c);
       break;
     default:
-      tile_mm_rows<T, 3>(rows, K, a, lda, b, ldb, vstride, c);
+      tile_mm_rows<T, 3>(rows, K, a, lda, ka, b, ldb, vstride, c);
   }
 }
 
 // The rows per tile for a run-time ``nv``.
 inline int tile_rows(int nv) { return nv == 1 ? kTileRows<1> : nv == 2 ? kTileRows<2> : kTileRows<3>; }
+
+// ---------------------------------------------------------------------------------------------
+// Splitting the work of a thread team
+// ---------------------------------------------------------------------------------------------
+// Size of the scratch tile: the largest kTileRows<NV> · 16 · NV.
+constexpr int kTileBuf = 12 * 2 * kPanel > 8 * 3 * kPanel ? 12 * 2 * kPanel : 8 * 3 * kPanel;
+
+inline int64_t groups_of(int64_t H) { return (H + kPanel - 1) / kPanel; }
+
+// How a thread team shares a recurrent layer's work: either each thread takes a slice of the
+// batch rows and every unit (no data passes between threads, so no barriers: chosen when every
+// thread gets at least kMinRows rows), or each takes a range of unit groups for every row (the
+// next step then needs the units of the others: one barrier per product).
+constexpr int64_t kMinRows = 8;
+
+inline int team_size(int64_t B, int64_t G) {
+  const int64_t nt = std::max(1, at::get_num_threads());
+  if (nt > 1 && B >= kMinRows * nt) return static_cast<int>(nt);
+  return static_cast<int>(std::max<int64_t>(1, std::min(nt, G)));
+}
+
+// This thread's rows [b0, b1) and unit groups [g0, g1); ``sync``: barriers needed (same for all).
+struct Work {
+  int64_t b0, b1, g0, g1;
+  bool sync;
+};
+inline Work my_work(int64_t B, int64_t G) {
+  const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+  if (nt == 1) return {0, B, 0, G, false};
+  if (B >= kMinRows * nt) return {B * tid / nt, B * (tid + 1) / nt, 0, G, false};
+  return {0, B, G * tid / nt, G * (tid + 1) / nt, true};
+}
+
+// body(g, nv): groups [g0, g1) in runs of up to ``most`` consecutive groups (one tile wide), as
+// even as possible (4 groups in tiles of 3 → 2 + 2: narrow tiles are the slow ones).
+template <typename F>
+inline void over_group_tiles(int64_t g0, int64_t g1, int most, F&& body) {
+  const int64_t n = g1 - g0, tiles = (n + most - 1) / most;
+  for (int64_t i = 0; i < tiles; ++i) {
+    const int64_t a = g0 + n * i / tiles, b = g0 + n * (i + 1) / tiles;
+    body(a, static_cast<int>(b - a));
+  }
+}
+
+// body(m, rows): rows [b0, b1) in tiles of up to R rows, as even as possible.
+template <typename F>
+inline void over_row_tiles(int64_t b0, int64_t b1, int R, F&& body) {
+  const int64_t n = b1 - b0, tiles = (n + R - 1) / R;
+  for (int64_t i = 0; i < tiles; ++i) {
+    const int64_t a = b0 + n * i / tiles, b = b0 + n * (i + 1) / tiles;
+    body(a, static_cast<int>(b - a));
+  }
+}
 
 }  // namespace rnnkit_native
