@@ -884,16 +884,26 @@ class _LSTMFunction(torch.autograd.Function):
         ctx.native = _native_ok(xp)
         if ctx.native:
             xp, a_h, a_c = xp.contiguous(), _full(a_h, T, B, H), _full(a_c, T, B, H)
-            w, onednn = _pack(w_hh, B)
             gates = xp.new_empty(T, B, G)
             hs, cs, tc = (xp.new_empty(T, B, H) for _ in "hct")
             ct = xp.new_empty(T, B, H) if a_h is not None else cs
             st_h = xp.new_empty(T, B, 2) if lnh_w is not None else None
             st_c = xp.new_empty(T, B, 2) if lnc_w is not None else None
-            ctx.pre = torch.ops.rnnkit_native.lstm_forward_seq(
-                xp, h0, c0, w, onednn, b_hh, w_ci, w_cf, w_co, lnh_w, lnh_b, lnc_w, lnc_b,
-                a_h, a_c, LN_EPS, gates, hs, cs, ct, tc, st_h, st_c,
-            )  # fmt: skip
+            ctx.fused = _use_fused(xp) and B >= _ROWS_PER_THREAD * torch.get_num_threads()
+            if ctx.fused:
+                h0, c0 = h0.contiguous(), c0.contiguous()
+                ctx.pre = xp.new_empty(T, B, G) if lnh_w is not None else None
+                torch.ops.rnnkit_native.lstm_fused_forward(
+                    xp, h0, c0, _panels(w_hh.t()), b_hh, w_ci, w_cf, w_co, lnh_w, lnh_b, lnc_w,
+                    lnc_b, a_h, a_c, LN_EPS, gates, hs, cs, ct, tc, st_h, st_c, ctx.pre,
+                )  # fmt: skip
+            else:
+                w, onednn = _pack(w_hh, B)
+                pre = torch.ops.rnnkit_native.lstm_forward_seq(
+                    xp, h0, c0, w, onednn, b_hh, w_ci, w_cf, w_co, lnh_w, lnh_b, lnc_w, lnc_b,
+                    a_h, a_c, LN_EPS, gates, hs, cs, ct, tc, st_h, st_c,
+                )  # fmt: skip
+                ctx.pre = torch.stack(pre) if pre else None
             ctx.save_for_backward(
                 h0, c0, w_hh, b_hh, w_ci, w_cf, w_co, lnh_w, lnc_w, a_h, a_c, gates, hs, cs, ct,
                 tc, st_h, st_c,
@@ -982,28 +992,34 @@ def _lstm_native_backward(ctx, g_hs, g_cs):
      gates, hs, cs, ct, tc, st_h, st_c) = ctx.saved_tensors  # fmt: skip
     T, B, G = gates.shape
     H = G // 4
-    c_prev = torch.cat([c0.unsqueeze(0), cs[:-1]])
-    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
     dz = gates.new_empty(T, B, G)
     da = gates.new_empty(T, B, G) if lnh_w is not None else None
     dchat = gates.new_empty(T, B, H) if lnc_w is not None else None
-    w_t, onednn = _pack(w_hh.t(), B)
-    gh, gc = torch.ops.rnnkit_native.lstm_backward_seq(
-        _contiguous(g_hs), _contiguous(g_cs), gates, ct, tc, c_prev, ctx.pre, st_h, st_c,
-        w_ci, w_cf, w_co, lnh_w, lnc_w, a_h, a_c, w_t, onednn, dz, da, dchat,
-    )  # fmt: skip
+    if ctx.fused:
+        gh, gc = torch.ops.rnnkit_native.lstm_fused_backward(
+            _contiguous(g_hs), _contiguous(g_cs), gates, ct, tc, c0, cs, ctx.pre, st_h, st_c,
+            w_ci, w_cf, w_co, lnh_w, lnc_w, a_h, a_c, _panels(w_hh), dz, da, dchat,
+        )  # fmt: skip
+    else:
+        c_prev = torch.cat([c0.unsqueeze(0), cs[:-1]])
+        w_t, onednn = _pack(w_hh.t(), B)
+        pre = [] if ctx.pre is None else list(ctx.pre)
+        gh, gc = torch.ops.rnnkit_native.lstm_backward_seq(
+            _contiguous(g_hs), _contiguous(g_cs), gates, ct, tc, c_prev, pre, st_h, st_c,
+            w_ci, w_cf, w_co, lnh_w, lnc_w, a_h, a_c, w_t, onednn, dz, da, dchat,
+        )  # fmt: skip
     d_a = da if da is not None else dz
-    g_w = _grad_weight(d_a.view(T * B, G), h_prev.view(T * B, H))
+    g_w = _grad_weight_prev(d_a, h0, hs)
     g_b = _sum_tb(d_a) if b_hh is not None else None
     g_ci = g_cf = g_co = None
     if w_ci is not None:
         dzv = dz.view(T, B, 4, H)
-        g_ci = _sum_tb(dzv[:, :, 0] * c_prev)
-        g_cf = _sum_tb(dzv[:, :, 1] * c_prev)
+        g_ci = _sum_prev(dzv[:, :, 0], c0, cs)
+        g_cf = _sum_prev(dzv[:, :, 1], c0, cs)
         g_co = _sum_tb(dzv[:, :, 3] * ct)
     g_ln: list[Tensor | None] = [None] * 4
     if lnh_w is not None and st_h is not None:  # ∂γ = Σ ∂z ⊙ â, ∂β = Σ ∂z
-        normed = (torch.stack(ctx.pre) - st_h[..., :1]).mul_(st_h[..., 1:])
+        normed = (ctx.pre - st_h[..., :1]).mul_(st_h[..., 1:])
         g_ln[0], g_ln[1] = _sum_tb(normed.mul_(dz)), _sum_tb(dz)
     if lnc_w is not None and st_c is not None and dchat is not None:
         normed = (ct - st_c[..., :1]).mul_(st_c[..., 1:])
@@ -1088,6 +1104,10 @@ def _use_fused(xp: Tensor) -> bool:
     return _FUSED_DTYPES[xp.dtype]
 
 
+# The fused LSTM splits the batch between threads (layer norm needs whole rows): it runs where
+# every thread gets at least this many rows (kMinRows in rnnkit/native/tile_gemm.h).
+_ROWS_PER_THREAD = 8
+
 PANEL = 16  # hidden units per packed panel of the fused kernels (one AVX-512 vector of floats)
 
 
@@ -1104,6 +1124,14 @@ def _panels(b: Tensor, gates: int = 1) -> Tensor:
     if G * PANEL != H:
         p = torch.nn.functional.pad(p, (0, G * PANEL - H))
     return p.view(K, gates, G, PANEL).permute(2, 0, 1, 3).contiguous().view(G, K, gates * PANEL)
+
+
+def _sum_prev(d: Tensor, s0: Tensor, ss: Tensor) -> Tensor:
+    """Σ over t and rows of d_t ⊙ s_{t−1} for ``d (T, B, H)``, s_{−1} = ``s0``, states ``ss``."""
+    out = (d[0] * s0).sum(0)
+    if d.shape[0] > 1:
+        out += (d[1:] * ss[:-1]).sum((0, 1))
+    return out
 
 
 def _grad_weight_prev(dy: Tensor, h0: Tensor, hs: Tensor, out: Tensor | None = None) -> Tensor:

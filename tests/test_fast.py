@@ -426,3 +426,44 @@ def test_fused_gru_equals_step_loops(
             monkeypatch.setattr(fast, "FUSED", fused)
             results.append(_gru_grads(reset_after, xp, h0, w, bias, a, g_hs))
         _assert_same(results[0], results[1])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"peephole": True}, {"layer_norm": True}, {"peephole": True, "layer_norm": True}],
+    ids=["peephole", "layer_norm", "both"],
+)
+@pytest.mark.parametrize("alpha", [None, "rand"])
+@pytest.mark.parametrize("t,b,h", [(1, 16, 5), (4, 19, 37)], ids=["one-step", "tails"])
+def test_fused_lstm_equals_step_loops(
+    options, alpha, t, b, h, native_kernels, two_threads, monkeypatch
+):
+    """float64: the fused LSTM sequence (batch rows split between threads) equals the native
+    step-by-step loop, every gradient included, with gradients on every h_t and the last c."""
+    torch.manual_seed(13)
+    shapes = {"weight_hh": (4 * h, h), "bias_hh": (4 * h,)}
+    if options.get("peephole"):
+        shapes.update({f"weight_c{g}": (h,) for g in "ifo"})
+    if options.get("layer_norm"):
+        shapes.update(
+            {
+                "ln_hh_weight": (4 * h,),
+                "ln_hh_bias": (4 * h,),
+                "ln_c_weight": (h,),
+                "ln_c_bias": (h,),
+            }
+        )
+    values = {k: torch.randn(s, dtype=DT) * 0.4 for k, s in shapes.items()}
+    xp, h0, c0 = torch.randn(t, b, 4 * h, dtype=DT), *torch.randn(2, b, h, dtype=DT)
+    a_h = a_c = None if alpha is None else torch.rand(t, b, h, dtype=DT)
+    g_hs, g_cs = torch.randn(t, b, h, dtype=DT), torch.zeros(t, b, h, dtype=DT)
+    g_cs[-1] = torch.randn(b, h, dtype=DT)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(fast, "FUSED", fused)
+        leaves = [v.clone().requires_grad_() for v in (xp, h0, c0, *values.values())]
+        params = dict(zip(values, leaves[3:]))
+        hs, cs = fast.lstm_sequence(*leaves[:3], params, alpha_h=a_h, alpha_c=a_c, **options)
+        grads = torch.autograd.grad((hs, cs), leaves, (g_hs, g_cs))
+        results.append([hs.detach(), cs.detach(), *grads])
+    _assert_same(results[0], results[1])

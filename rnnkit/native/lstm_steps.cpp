@@ -2,13 +2,17 @@
 // recurrent product (one LN over all 4H) and on the cell (LN over H), and the blend coefficients
 // α of lengths and zoneout. See common.h for the scheme and lstm_sequence in rnnkit/fast.py for
 // the buffers.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <memory>
 #include <tuple>
 #include <vector>
 
 #include "common.h"
+#include "tile_gemm.h"
 
 namespace rnnkit_native {
 namespace {
@@ -408,6 +412,251 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_seq(
   return {carry_h, carry_c};
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Whole sequences on the tile GEMM (tile_gemm.h), each thread running its own slice of the batch
+// rows through every step: the LSTM's layer norm needs a whole row of the recurrent product, and
+// with rows split between threads no row ever waits for another thread (no barriers). Used where
+// every thread gets at least kMinRows rows (rnnkit.fast decides; the loops above serve the rest).
+// ---------------------------------------------------------------------------------------------
+
+void check_seq3(const at::Tensor& t, int64_t T_, int64_t B, int64_t width, const char* name) {
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == T_ && t.size(1) == B && t.size(2) == width &&
+                  t.is_contiguous(),
+              "rnnkit native LSTM: ", name, " must be a contiguous (", T_, ", ", B, ", ", width,
+              ") tensor, got ", t.sizes());
+}
+
+template <typename T>
+const T* opt_ptr(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+// Threads for B rows: at most one per kMinRows rows.
+int row_team(int64_t B) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / kMinRows)));
+}
+
+// This thread's rows.
+std::pair<int64_t, int64_t> my_rows(int64_t B) {
+  const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+  return {B * tid / nt, B * (tid + 1) / nt};
+}
+
+// a (rows m.., all N columns, row stride lda_out) = x (rows, K) · panels, for rows [b0, b1).
+template <typename T>
+void rows_mm(int64_t b0, int64_t b1, int64_t K, int64_t N, const T* x, int64_t ldx,
+             const T* panels, T* out, int64_t ldo, T* buf) {
+  const int64_t G = groups_of(N);
+  over_group_tiles(0, G, 3, [&](int64_t g, int nv) {
+    const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, N - j0);
+    over_row_tiles(b0, b1, tile_rows(nv), [&](int64_t m, int rows) {
+      tile_mm_any<T>(nv, rows, K, x + m * ldx, ldx, 1, panels + g * K * kPanel, kPanel,
+                     K * kPanel, buf);
+      for (int r = 0; r < rows; ++r)
+        std::copy(buf + r * nv * kPanel, buf + r * nv * kPanel + cnt, out + (m + r) * ldo + j0);
+    });
+  });
+}
+
+// w: W_hhᵀ as 16-column panels, (⌈4H/16⌉, H, 16). Writes the buffers of lstm_forward_seq; with
+// LN on the recurrent product its pre-LN values go to ``pre`` (T, B, 4H).
+template <typename T>
+void lstm_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
+                             const at::Tensor& w, const std::optional<at::Tensor>& b,
+                             const LSTMParams<T>& p, const std::optional<at::Tensor>& alpha_h,
+                             const std::optional<at::Tensor>& alpha_c, const at::Tensor& gates,
+                             const at::Tensor& hs, const at::Tensor& cs, const at::Tensor& ct,
+                             const at::Tensor& tc, const std::optional<at::Tensor>& stats_h,
+                             const std::optional<at::Tensor>& stats_c,
+                             const std::optional<at::Tensor>& pre) {
+  const int64_t T_ = xp.size(0), B = xp.size(1), H = hs.size(2), G4 = 4 * H;
+  check_seq3(xp, T_, B, G4, "xp");
+  check_seq3(gates, T_, B, G4, "gates");
+  for (const auto* t : {&hs, &cs, &ct, &tc}) check_seq3(*t, T_, B, H, "hs / cs / ct / tc");
+  TORCH_CHECK(alpha_h.has_value() == alpha_c.has_value(), "rnnkit native LSTM: alpha_h with alpha_c");
+  if (alpha_h.has_value()) {
+    check_seq3(*alpha_h, T_, B, H, "alpha_h");
+    check_seq3(*alpha_c, T_, B, H, "alpha_c");
+  }
+  TORCH_CHECK(p.lnh_w == nullptr || (stats_h.has_value() && pre.has_value()),
+              "rnnkit native LSTM: LN needs stats_h and pre");
+  TORCH_CHECK(p.lnc_w == nullptr || stats_c.has_value(), "rnnkit native LSTM: LN needs stats_c");
+  if (pre.has_value()) check_seq3(*pre, T_, B, G4, "pre");
+  for (const auto* t : {&h0, &c0})
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == B && t->size(1) == H && t->is_contiguous(),
+                "rnnkit native LSTM: h0 and c0 must be contiguous (B, H)");
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(G4) && w.size(1) == H && w.size(2) == kPanel &&
+                  w.is_contiguous(),
+              "rnnkit native LSTM: w must be packed panels of W_hhᵀ");
+  const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *bias = opt_ptr<T>(b);
+  const T *H0 = h0.data_ptr<T>(), *C0 = c0.data_ptr<T>();
+  const T *AH = opt_ptr<T>(alpha_h), *AC = opt_ptr<T>(alpha_c);
+  T *GA = gates.data_ptr<T>(), *HS = hs.data_ptr<T>(), *CS = cs.data_ptr<T>();
+  T *CT = ct.data_ptr<T>(), *TC = tc.data_ptr<T>(), *PRE = pre.has_value() ? pre->data_ptr<T>() : nullptr;
+  T *SH = stats_h.has_value() ? stats_h->data_ptr<T>() : nullptr;
+  T *SC = stats_c.has_value() ? stats_c->data_ptr<T>() : nullptr;
+  // without LN the recurrent products go to a scratch (B, 4H)
+  at::Tensor scratch = PRE == nullptr ? at::empty({B, G4}, xp.options()) : at::Tensor();
+  T* SCR = PRE == nullptr ? scratch.data_ptr<T>() : nullptr;
+
+#pragma omp parallel num_threads(row_team(B))
+  {
+    const auto [b0, b1] = my_rows(B);
+    alignas(64) T buf[kTileBuf];
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* hp = t == 0 ? H0 : HS + (t - 1) * B * H;
+      const T* cp = t == 0 ? C0 : CS + (t - 1) * B * H;
+      T* a = PRE != nullptr ? PRE + t * B * G4 : SCR;
+      rows_mm<T>(b0, b1, H, G4, hp, H, W, a, G4, buf);
+      for (int64_t bb = b0; bb < b1; ++bb) {
+        const int64_t row = t * B + bb;
+        T* arow = a + bb * G4;
+        if (bias != nullptr)
+          for (int64_t j = 0; j < G4; ++j) arow[j] += bias[j];
+        T* h_out = HS + row * H;
+        lstm_forward_row<T>(H, p, X + row * G4, arow, cp + bb * H, GA + row * G4, CT + row * H,
+                            TC + row * H, h_out, SH != nullptr ? SH + row * 2 : nullptr,
+                            SC != nullptr ? SC + row * 2 : nullptr);
+        if (AH != nullptr) {
+          blend_row<T>(H, hp + bb * H, AH + row * H, h_out);
+          T* __restrict__ co = CS + row * H;
+          const T* __restrict__ cn = CT + row * H;
+          const T* __restrict__ cpr = cp + bb * H;
+          const T* __restrict__ acr = AC + row * H;
+          for (int64_t j = 0; j < H; ++j) co[j] = cpr[j] + acr[j] * (cn[j] - cpr[j]);
+        }
+      }
+    }
+  }
+}
+
+// w_t: W_hh as 16-column panels, (⌈H/16⌉, 4H, 16). Same outputs as lstm_backward_seq, with the
+// previous cell states read from c0 and cs.
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> lstm_fused_backward_impl(
+    const std::optional<at::Tensor>& gy, const std::optional<at::Tensor>& gcy,
+    const at::Tensor& gates, const at::Tensor& ct, const at::Tensor& tc, const at::Tensor& c0,
+    const at::Tensor& cs, const std::optional<at::Tensor>& pre,
+    const std::optional<at::Tensor>& stats_h, const std::optional<at::Tensor>& stats_c,
+    const LSTMParams<T>& p, const std::optional<at::Tensor>& alpha_h,
+    const std::optional<at::Tensor>& alpha_c, const at::Tensor& w_t, const at::Tensor& dz,
+    const std::optional<at::Tensor>& da, const std::optional<at::Tensor>& dchat) {
+  const int64_t T_ = gates.size(0), B = gates.size(1), H = cs.size(2), G4 = 4 * H;
+  check_seq3(gates, T_, B, G4, "gates");
+  check_seq3(dz, T_, B, G4, "dz");
+  for (const auto* t : {&ct, &tc, &cs}) check_seq3(*t, T_, B, H, "ct / tc / cs");
+  for (const auto* t : {&gy, &gcy, &alpha_h, &alpha_c, &dchat})
+    if (t->has_value()) check_seq3(**t, T_, B, H, "gy / gcy / alpha / dchat");
+  TORCH_CHECK(p.lnh_w == nullptr || (pre.has_value() && stats_h.has_value() && da.has_value()),
+              "rnnkit native LSTM: LN_h backward needs pre, stats_h and da");
+  TORCH_CHECK(p.lnc_w == nullptr || (stats_c.has_value() && dchat.has_value()),
+              "rnnkit native LSTM: LN_c backward needs stats_c and dchat");
+  if (pre.has_value()) check_seq3(*pre, T_, B, G4, "pre");
+  if (da.has_value()) check_seq3(*da, T_, B, G4, "da");
+  TORCH_CHECK(c0.dim() == 2 && c0.size(0) == B && c0.size(1) == H && c0.is_contiguous(),
+              "rnnkit native LSTM: c0 must be contiguous (B, H)");
+  TORCH_CHECK(w_t.dim() == 3 && w_t.size(0) == groups_of(H) && w_t.size(1) == G4 &&
+                  w_t.size(2) == kPanel && w_t.is_contiguous(),
+              "rnnkit native LSTM: w_t must be packed panels of W_hh");
+  at::Tensor carry_h = gy.has_value() ? gy->select(0, T_ - 1).clone() : at::zeros({B, H}, cs.options());
+  at::Tensor carry_c = gcy.has_value() ? gcy->select(0, T_ - 1).clone() : at::zeros({B, H}, cs.options());
+  at::Tensor mm_buf = at::empty({B, H}, cs.options());
+  const T *GA = gates.data_ptr<T>(), *CT = ct.data_ptr<T>(), *TC = tc.data_ptr<T>();
+  const T *C0 = c0.data_ptr<T>(), *CS = cs.data_ptr<T>(), *PRE = opt_ptr<T>(pre);
+  const T *SH = opt_ptr<T>(stats_h), *SC = opt_ptr<T>(stats_c), *W = w_t.data_ptr<T>();
+  const T *AH = opt_ptr<T>(alpha_h), *AC = opt_ptr<T>(alpha_c);
+  const T *GY = opt_ptr<T>(gy), *GCY = opt_ptr<T>(gcy);
+  T *DZ = dz.data_ptr<T>(), *DA = da.has_value() ? da->data_ptr<T>() : nullptr;
+  T *DCH = dchat.has_value() ? dchat->data_ptr<T>() : nullptr;
+  T *CH = carry_h.data_ptr<T>(), *CC = carry_c.data_ptr<T>(), *MM = mm_buf.data_ptr<T>();
+  // ∂a of step s: ∂z, or LN_h's backward of it
+  T* DGRAD = DA != nullptr ? DA : DZ;
+
+#pragma omp parallel num_threads(row_team(B))
+  {
+    const auto [b0, b1] = my_rows(B);
+    alignas(64) T buf[kTileBuf];
+    std::unique_ptr<T[]> scratch(new T[2 * H]);
+    auto step_rows = [&](int64_t s, const T* mm) {
+      const T* cp = s == 0 ? C0 : CS + (s - 1) * B * H;
+      for (int64_t bb = b0; bb < b1; ++bb) {
+        const int64_t row = s * B + bb, rh = row * H;
+        lstm_backward_row<T>(
+            H, p, mm != nullptr ? mm + bb * H : nullptr, AH != nullptr ? AH + rh : nullptr,
+            AC != nullptr ? AC + rh : nullptr, GA + row * G4, CT + rh, TC + rh, cp + bb * H,
+            PRE != nullptr ? PRE + row * G4 : nullptr, SH != nullptr ? SH + row * 2 : nullptr,
+            SC != nullptr ? SC + row * 2 : nullptr,
+            (GY != nullptr && s > 0) ? GY + ((s - 1) * B + bb) * H : nullptr,
+            (GCY != nullptr && s > 0) ? GCY + ((s - 1) * B + bb) * H : nullptr, DZ + row * G4,
+            DA != nullptr ? DA + row * G4 : nullptr, DCH != nullptr ? DCH + rh : nullptr,
+            CH + bb * H, CC + bb * H, scratch.get());
+      }
+    };
+    step_rows(T_ - 1, nullptr);
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      rows_mm<T>(b0, b1, G4, H, DGRAD + t * B * G4, G4, W, MM, H, buf);
+      if (t > 0) {
+        step_rows(t - 1, MM);
+      } else {
+        for (int64_t j = b0 * H; j < b1 * H; ++j) CH[j] += MM[j];
+      }
+    }
+  }
+  return {carry_h, carry_c};
+}
+
+void lstm_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
+                        const at::Tensor& w, const std::optional<at::Tensor>& b,
+                        const std::optional<at::Tensor>& w_ci, const std::optional<at::Tensor>& w_cf,
+                        const std::optional<at::Tensor>& w_co,
+                        const std::optional<at::Tensor>& lnh_w,
+                        const std::optional<at::Tensor>& lnh_b,
+                        const std::optional<at::Tensor>& lnc_w,
+                        const std::optional<at::Tensor>& lnc_b,
+                        const std::optional<at::Tensor>& alpha_h,
+                        const std::optional<at::Tensor>& alpha_c, double eps,
+                        const at::Tensor& gates, const at::Tensor& hs, const at::Tensor& cs,
+                        const at::Tensor& ct, const at::Tensor& tc,
+                        const std::optional<at::Tensor>& stats_h,
+                        const std::optional<at::Tensor>& stats_c,
+                        const std::optional<at::Tensor>& pre) {
+  if (xp.scalar_type() == at::kFloat) {
+    lstm_fused_forward_impl<float>(xp, h0, c0, w, b,
+                                   params<float>(w_ci, w_cf, w_co, lnh_w, lnh_b, lnc_w, lnc_b, eps),
+                                   alpha_h, alpha_c, gates, hs, cs, ct, tc, stats_h, stats_c, pre);
+  } else {
+    TORCH_CHECK(xp.scalar_type() == at::kDouble, "rnnkit native: float32 or float64 only");
+    lstm_fused_forward_impl<double>(
+        xp, h0, c0, w, b, params<double>(w_ci, w_cf, w_co, lnh_w, lnh_b, lnc_w, lnc_b, eps),
+        alpha_h, alpha_c, gates, hs, cs, ct, tc, stats_h, stats_c, pre);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> lstm_fused_backward(
+    const std::optional<at::Tensor>& gy, const std::optional<at::Tensor>& gcy,
+    const at::Tensor& gates, const at::Tensor& ct, const at::Tensor& tc, const at::Tensor& c0,
+    const at::Tensor& cs, const std::optional<at::Tensor>& pre,
+    const std::optional<at::Tensor>& stats_h, const std::optional<at::Tensor>& stats_c,
+    const std::optional<at::Tensor>& w_ci, const std::optional<at::Tensor>& w_cf,
+    const std::optional<at::Tensor>& w_co, const std::optional<at::Tensor>& lnh_w,
+    const std::optional<at::Tensor>& lnc_w, const std::optional<at::Tensor>& alpha_h,
+    const std::optional<at::Tensor>& alpha_c, const at::Tensor& w_t, const at::Tensor& dz,
+    const std::optional<at::Tensor>& da, const std::optional<at::Tensor>& dchat) {
+  // the shifts are not needed by the backward; the gains stand in to satisfy params()
+  if (gates.scalar_type() == at::kFloat) {
+    return lstm_fused_backward_impl<float>(
+        gy, gcy, gates, ct, tc, c0, cs, pre, stats_h, stats_c,
+        params<float>(w_ci, w_cf, w_co, lnh_w, lnh_w, lnc_w, lnc_w, 0.0), alpha_h, alpha_c, w_t,
+        dz, da, dchat);
+  }
+  TORCH_CHECK(gates.scalar_type() == at::kDouble, "rnnkit native: float32 or float64 only");
+  return lstm_fused_backward_impl<double>(
+      gy, gcy, gates, ct, tc, c0, cs, pre, stats_h, stats_c,
+      params<double>(w_ci, w_cf, w_co, lnh_w, lnh_w, lnc_w, lnc_w, 0.0), alpha_h, alpha_c, w_t,
+      dz, da, dchat);
+}
+
 }  // namespace
 }  // namespace rnnkit_native
 
@@ -427,4 +676,18 @@ TORCH_LIBRARY_FRAGMENT(rnnkit_native, m) {
       "Tensor? alpha_c, Tensor w_t, bool onednn, Tensor(a!) dz, Tensor(b!)? da, "
       "Tensor(c!)? dchat) -> (Tensor, Tensor)",
       &lstm_backward_seq);
+  m.def(
+      "lstm_fused_forward(Tensor xp, Tensor h0, Tensor c0, Tensor w, Tensor? b, Tensor? w_ci, "
+      "Tensor? w_cf, Tensor? w_co, Tensor? lnh_w, Tensor? lnh_b, Tensor? lnc_w, Tensor? lnc_b, "
+      "Tensor? alpha_h, Tensor? alpha_c, float eps, Tensor(a!) gates, Tensor(b!) hs, "
+      "Tensor(c!) cs, Tensor(d!) ct, Tensor(e!) tc, Tensor(f!)? stats_h, Tensor(g!)? stats_c, "
+      "Tensor(h!)? pre) -> ()",
+      &lstm_fused_forward);
+  m.def(
+      "lstm_fused_backward(Tensor? gy, Tensor? gcy, Tensor gates, Tensor ct, Tensor tc, "
+      "Tensor c0, Tensor cs, Tensor? pre, Tensor? stats_h, Tensor? stats_c, Tensor? w_ci, "
+      "Tensor? w_cf, Tensor? w_co, Tensor? lnh_w, Tensor? lnc_w, Tensor? alpha_h, "
+      "Tensor? alpha_c, Tensor w_t, Tensor(a!) dz, Tensor(b!)? da, Tensor(c!)? dchat) -> "
+      "(Tensor, Tensor)",
+      &lstm_fused_backward);
 }
