@@ -9,9 +9,11 @@ measures, in interleaved rounds, the median (``--stat``) tokens/s (B·T per call
 
 for these implementations:
 
-* ``rnnkit``: the layer as users get it (fused kernel, fast path — ``native`` where it runs on
-  rnnkit's C++ kernels — or reference loop: the ``path`` column says which; ``--no-native`` for
-  the fast path's TorchScript loops);
+* ``rnnkit``: the layer as users get it; the ``path`` column says which: ``fused`` (torch's own
+  kernel, the plain LSTM), the fast path — ``tiled`` where whole sequences run on rnnkit's C++
+  tile GEMM (rnnkit/native: GRU, LSTM and Elman RNN), ``native`` where rnnkit's C++ loop calls
+  oneDNN each step (the LSTM below 8 batch rows per thread, CPUs without AVX-512), ``fast`` for
+  the TorchScript loops (``--no-native`` forces them) — or ``loop``, the reference loop;
 * ``peer``: the ``torch.nn`` layer of the same family (``torch.nn.LSTM`` for the custom LSTMs,
   ``torch.nn.GRU`` for both GRU forms; oneDNN/native loop on CPU, cuDNN on CUDA);
 * ``loop``: rnnkit's reference time loop (``allow_fast = allow_fused = False``), where the layer
@@ -26,6 +28,10 @@ the same run (``torch._C._nn.mkldnn_linear`` on ``to_mkldnn()`` tensors; ``torch
 unavailable, and on CUDA), at the recurrence's step shape (B × H)·(H × 4H) and at the hoisted
 sequence shape (T·B × H)·(H × 4H), best of the rounds; the ``%ceil`` columns divide by the larger
 of the two.
+
+The process keeps freed memory for reuse (:func:`rnnkit.runtime.retain_freed_memory`, as rnnkit's
+trainer does), which spares every implementation the page faults of re-mapping its activations
+each step; ``--no-malloc-tuning`` measures with glibc's defaults.
 
 On a machine shared with other work, wall-clock samples only ever get slower, and with two
 threads a descheduled thread stalls every parallel region: the targets line therefore also shows
@@ -48,7 +54,7 @@ import torch
 from torch import nn
 
 import rnnkit
-from rnnkit.cells import GRUCell, LSTMCell
+from rnnkit.cells import GRUCell, LSTMCell, RNNCell
 
 try:  # the fast path arrived after the first version of this script
     from rnnkit import fast as _fast
@@ -146,19 +152,30 @@ def _inference(forward, x: torch.Tensor):
     return run
 
 
-def _path(layer: nn.Module, device: torch.device) -> str:
-    """Which of rnnkit's paths the layer takes: the fused kernel, the fast path (``native``: its
-    C++ time loop and step kernels, on CPU where they are built) or the loop."""
+def _path(layer: nn.Module, device: torch.device, batch: int) -> str:
+    """Which of rnnkit's paths the layer takes for ``batch`` rows (see the module docstring):
+    fused, tiled, native, fast or loop, as rnnkit.fast decides them."""
     if layer._fusable:
         return "fused"
-    if _fast is not None and getattr(layer, "allow_fast", False) and _fast.layer_supported(layer):
-        probe = torch.empty(0, device=device)
-        cell = layer._cells[0]
-        covered = isinstance(cell, LSTMCell) or (isinstance(cell, GRUCell) and not cell.layer_norm)
-        if covered and _fast._native_ok(probe):
-            return "native"
+    if _fast is None or not getattr(layer, "allow_fast", False):
+        return "loop"
+    if not _fast.layer_supported(layer):
+        return "loop"
+    probe = torch.empty(0, device=device)
+    if not _fast._native_ok(probe):
         return "fast"
-    return "loop"
+    cell = layer._cells[0]
+    gru = isinstance(cell, GRUCell) and not cell.layer_norm
+    rows = batch >= getattr(_fast, "_ROWS_PER_THREAD", 8) * torch.get_num_threads()
+    rnn = isinstance(cell, RNNCell) and not cell.layer_norm and rows
+    lstm = isinstance(cell, LSTMCell)
+    if (
+        getattr(_fast, "FUSED", False)
+        and _fast._use_fused(probe)
+        and (gru or rnn or (lstm and rows))
+    ):
+        return "tiled"
+    return "native" if gru or lstm else "fast"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the fast path's TorchScript loops instead of the native C++ kernels",
     )
+    parser.add_argument(
+        "--no-malloc-tuning",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (default: rnnkit.runtime.retain_freed_memory, "
+        "as the trainer does, for every implementation alike)",
+    )
     args = parser.parse_args(argv)
 
     global _CLOCK
@@ -353,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.no_native and _fast is not None:
         _fast.NATIVE = False
+    if not args.no_malloc_tuning:  # as rnnkit's trainer does; applies to every implementation
+        from rnnkit.runtime import retain_freed_memory
+
+        retain_freed_memory()
     sizes = args.sizes[:1] if args.quick else args.sizes
     repeats = min(args.repeats, 2) if args.quick else args.repeats
     min_time = 0.0 if args.quick else 0.2
@@ -385,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                 "peer": (cfg.make_peer(H).to(device), None),
             }
             impls["peer"] = (impls["peer"][0], _layer_forward(impls["peer"][0]))
-            path = _path(ours, device)
-            if path in ("fast", "native"):
+            path = _path(ours, device, B)
+            if path in ("fast", "native", "tiled"):
                 loop = cfg.make_ours(H).to(device)
                 loop.allow_fast = False
                 loop.allow_fused = False

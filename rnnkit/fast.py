@@ -163,6 +163,67 @@ def _grad_weight(dy: Tensor, x: Tensor) -> Tensor:
     return torch.mm(dy.t(), x)
 
 
+# Run the GRU, LSTM and Elman RNN on the fused sequences of rnnkit/native (gru_fused.cpp,
+# lstm_steps.cpp, rnn_fused.cpp: their own tile GEMM, one thread team for the whole sequence)
+# where that GEMM is compiled for the dtype: float32 needs AVX-512, float64 always runs (the
+# tests). False = the step-by-step loops around oneDNN / torch.mm.
+FUSED = True
+_FUSED_DTYPES: dict[torch.dtype, bool] = {}
+
+
+def _use_fused(xp: Tensor) -> bool:
+    """The fused sequences' tile GEMM exists for ``xp``'s dtype (call once the native kernels
+    are known to be built: :func:`_native_ok`)."""
+    if not FUSED:
+        return False
+    if xp.dtype not in _FUSED_DTYPES:
+        probe = torch.zeros(1, dtype=xp.dtype)
+        _FUSED_DTYPES[xp.dtype] = bool(torch.ops.rnnkit_native.tile_gemm_supported(probe))
+    return _FUSED_DTYPES[xp.dtype]
+
+
+# The fused LSTM splits the batch between threads (layer norm needs whole rows): it runs where
+# every thread gets at least this many rows (kMinRows in rnnkit/native/tile_gemm.h).
+_ROWS_PER_THREAD = 8
+
+PANEL = 16  # hidden units per packed panel of the fused kernels (one AVX-512 vector of floats)
+
+
+def _panels(b: Tensor, gates: int = 1) -> Tensor:
+    """The right operand ``b (K, gates·H)`` of a GEMM packed for the fused kernels' tile GEMM.
+
+    Result ``(G, K, gates·16)`` with G = ⌈H / 16⌉: panel g holds units 16g … 16g + 15 of every gate
+    (gates side by side, so one tile holds all gates of its units), units past H zero.
+    """
+    K, N = b.shape
+    H = N // gates
+    G = -(-H // PANEL)
+    p = b.reshape(K, gates, H)
+    if G * PANEL != H:
+        p = torch.nn.functional.pad(p, (0, G * PANEL - H))
+    return p.view(K, gates, G, PANEL).permute(2, 0, 1, 3).contiguous().view(G, K, gates * PANEL)
+
+
+def _sum_prev(d: Tensor, s0: Tensor, ss: Tensor) -> Tensor:
+    """Σ over t and rows of d_t ⊙ s_{t−1} for ``d (T, B, H)``, s_{−1} = ``s0``, states ``ss``."""
+    out = (d[0] * s0).sum(0)
+    if d.shape[0] > 1:
+        out += (d[1:] * ss[:-1]).sum((0, 1))
+    return out
+
+
+def _grad_weight_prev(dy: Tensor, h0: Tensor, hs: Tensor, out: Tensor | None = None) -> Tensor:
+    """Σ_t ∂y_tᵀ h_{t−1} for ``dy (T, B, N)``, h_{−1} = ``h0``, without concatenating h0 and hs.
+
+    ``dy`` may be a slice of the last dimension of a larger buffer (its rows are not copied).
+    """
+    T, B, N = dy.shape
+    g = torch.mm(dy[0].t(), h0) if out is None else torch.mm(dy[0].t(), h0, out=out)
+    if T > 1:
+        g.addmm_(dy[1:].reshape((T - 1) * B, N).t(), hs[:-1].reshape((T - 1) * B, -1))
+    return g
+
+
 class _Linear(torch.autograd.Function):
     """y = x Wᵀ + b with the forward and ∂x = ∂y W on oneDNN, ∂W = ∂yᵀ x by :func:`_grad_weight`."""
 
@@ -795,6 +856,23 @@ class _RNNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, h0, w_hh, b_hh, ln_w, ln_b, alpha, relu):
         T, B, H = xp.shape
+        ctx.relu = relu
+        ctx.fused = (
+            ln_w is None
+            and _native_ok(xp)
+            and _use_fused(xp)
+            and B >= _ROWS_PER_THREAD * torch.get_num_threads()
+        )
+        if ctx.fused:  # rnnkit/native/rnn_fused.cpp
+            xp, h0, alpha = xp.contiguous(), h0.contiguous(), _full(alpha, T, B, H)
+            hs = xp.new_empty(T, B, H)
+            ht = hs if alpha is None else xp.new_empty(T, B, H)
+            torch.ops.rnnkit_native.rnn_fused_forward(
+                xp, h0, _panels(w_hh.t()), b_hh, alpha, relu, hs, ht
+            )
+            ctx.save_for_backward(h0, w_hh, b_hh, ln_w, alpha, hs, ht)
+            ctx.set_materialize_grads(False)
+            return hs
         w, onednn = _pack(w_hh, B)
         hs = xp.new_empty(T, B, H)  # states s_t
         ht = hs if alpha is None else xp.new_empty(T, B, H)  # the cell's outputs h̃_t
@@ -813,7 +891,6 @@ class _RNNFunction(torch.autograd.Function):
             LN_EPS,
             xp.device.type == "cpu",
         )
-        ctx.relu = relu
         ctx.save_for_backward(h0, w_hh, b_hh, ln_w, alpha, hs, ht)
         ctx.set_materialize_grads(False)
         return hs
@@ -822,8 +899,15 @@ class _RNNFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_hs):
         h0, w_hh, b_hh, ln_w, alpha, hs, ht = ctx.saved_tensors
-        pre, means, rstds = ctx.lists
         T, B, H = hs.shape
+        if ctx.fused:
+            dz = hs.new_empty(T, B, H)
+            gh = torch.ops.rnnkit_native.rnn_fused_backward(
+                _contiguous(g_hs), ht, alpha, ctx.relu, _panels(w_hh), dz
+            )
+            g_b = _sum_tb(dz) if b_hh is not None else None
+            return dz, gh, _grad_weight_prev(dz, h0, hs), g_b, None, None, None, None
+        pre, means, rstds = ctx.lists
         layer_norm = ln_w is not None
         dz = (ht > 0).to(ht.dtype) if ctx.relu else _one_minus_square(ht, hs.new_empty(T, B, H))
         w_t, onednn = _pack(w_hh.t(), B)
@@ -1085,65 +1169,6 @@ def _native_ok(xp: Tensor) -> bool:
 def _use_native(xp: Tensor, ln_w: Tensor | None) -> bool:
     """The GRU kernels cover every option but layer norm."""
     return ln_w is None and _native_ok(xp)
-
-
-# Run the GRU on the fused sequences of rnnkit/native/gru_fused.cpp (their own tile GEMM, one
-# thread team for the whole sequence) where that GEMM is compiled for the dtype: float32 needs
-# AVX-512, float64 always runs (the tests). False = the step-by-step native loops around oneDNN.
-FUSED = True
-_FUSED_DTYPES: dict[torch.dtype, bool] = {}
-
-
-def _use_fused(xp: Tensor) -> bool:
-    """Called after :func:`_use_native` said yes."""
-    if not FUSED:
-        return False
-    if xp.dtype not in _FUSED_DTYPES:
-        probe = torch.zeros(1, dtype=xp.dtype)
-        _FUSED_DTYPES[xp.dtype] = bool(torch.ops.rnnkit_native.tile_gemm_supported(probe))
-    return _FUSED_DTYPES[xp.dtype]
-
-
-# The fused LSTM splits the batch between threads (layer norm needs whole rows): it runs where
-# every thread gets at least this many rows (kMinRows in rnnkit/native/tile_gemm.h).
-_ROWS_PER_THREAD = 8
-
-PANEL = 16  # hidden units per packed panel of the fused kernels (one AVX-512 vector of floats)
-
-
-def _panels(b: Tensor, gates: int = 1) -> Tensor:
-    """The right operand ``b (K, gates·H)`` of a GEMM packed for the fused kernels' tile GEMM.
-
-    Result ``(G, K, gates·16)`` with G = ⌈H / 16⌉: panel g holds units 16g … 16g + 15 of every gate
-    (gates side by side, so one tile holds all gates of its units), units past H zero.
-    """
-    K, N = b.shape
-    H = N // gates
-    G = -(-H // PANEL)
-    p = b.reshape(K, gates, H)
-    if G * PANEL != H:
-        p = torch.nn.functional.pad(p, (0, G * PANEL - H))
-    return p.view(K, gates, G, PANEL).permute(2, 0, 1, 3).contiguous().view(G, K, gates * PANEL)
-
-
-def _sum_prev(d: Tensor, s0: Tensor, ss: Tensor) -> Tensor:
-    """Σ over t and rows of d_t ⊙ s_{t−1} for ``d (T, B, H)``, s_{−1} = ``s0``, states ``ss``."""
-    out = (d[0] * s0).sum(0)
-    if d.shape[0] > 1:
-        out += (d[1:] * ss[:-1]).sum((0, 1))
-    return out
-
-
-def _grad_weight_prev(dy: Tensor, h0: Tensor, hs: Tensor, out: Tensor | None = None) -> Tensor:
-    """Σ_t ∂y_tᵀ h_{t−1} for ``dy (T, B, N)``, h_{−1} = ``h0``, without concatenating h0 and hs.
-
-    ``dy`` may be a slice of the last dimension of a larger buffer (its rows are not copied).
-    """
-    T, B, N = dy.shape
-    g = torch.mm(dy[0].t(), h0) if out is None else torch.mm(dy[0].t(), h0, out=out)
-    if T > 1:
-        g.addmm_(dy[1:].reshape((T - 1) * B, N).t(), hs[:-1].reshape((T - 1) * B, -1))
-    return g
 
 
 def _contiguous(t: Tensor | None) -> Tensor | None:

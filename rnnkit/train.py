@@ -259,10 +259,12 @@ def fit(
     from tqdm.auto import tqdm
 
     from rnnkit.distributed import Dist
+    from rnnkit.runtime import retain_freed_memory
 
     group = Dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    retain_freed_memory()  # reuse the step's freed activations (see rnnkit.runtime)
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg)
     autocast = mixed_precision(cfg.precision, device)

@@ -467,3 +467,28 @@ def test_fused_lstm_equals_step_loops(
         grads = torch.autograd.grad((hs, cs), leaves, (g_hs, g_cs))
         results.append([hs.detach(), cs.detach(), *grads])
     _assert_same(results[0], results[1])
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+@pytest.mark.parametrize("alpha", [None, "mask", "rand"])
+@pytest.mark.parametrize("t,b,h", [(1, 16, 5), (4, 19, 37)], ids=["one-step", "tails"])
+def test_fused_rnn_equals_torch_op_loop(
+    relu, alpha, t, b, h, native_kernels, two_threads, monkeypatch
+):
+    """float64: the fused Elman RNN (batch rows split between threads) equals the TorchScript
+    loop, every gradient included."""
+    torch.manual_seed(14)
+    xp, h0 = torch.randn(t, b, h, dtype=DT), torch.randn(b, h, dtype=DT)
+    w, bias = torch.randn(h, h, dtype=DT) * 0.4, torch.randn(h, dtype=DT)
+    a = None if alpha is None else torch.rand(t, b, h, dtype=DT)
+    if alpha == "mask":
+        a = (torch.arange(t).view(-1, 1, 1) < torch.randint(1, t + 1, (1, b, 1))).to(DT)
+    g_hs = torch.randn(t, b, h, dtype=DT)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(fast, "FUSED", fused)
+        leaves = [v.clone().requires_grad_() for v in (xp, h0, w, bias)]
+        params = {"weight_hh": leaves[2], "bias_hh": leaves[3]}
+        hs = fast.rnn_sequence(leaves[0], leaves[1], params, "relu" if relu else "tanh", alpha=a)
+        results.append([hs.detach(), *torch.autograd.grad(hs, leaves, g_hs)])
+    _assert_same(results[0], results[1])

@@ -27,7 +27,7 @@ __all__ = ["ops", "available"]
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / f for f in ("gru_steps.cpp", "gru_fused.cpp", "lstm_steps.cpp")]
+SOURCES = [HERE / f for f in ("gru_steps.cpp", "gru_fused.cpp", "lstm_steps.cpp", "rnn_fused.cpp")]
 HEADERS = [HERE / "common.h", HERE / "gru_rows.h", HERE / "tile_gemm.h"]
 # -fno-trapping-math lets GCC vectorise the gate loops (floor / float→int in the exp); NaN and
 # infinity keep their IEEE meaning (no -ffast-math); OpenMP: the fused sequences' thread team (the

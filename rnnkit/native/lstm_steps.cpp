@@ -432,33 +432,6 @@ const T* opt_ptr(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-// Threads for B rows: at most one per kMinRows rows.
-int row_team(int64_t B) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / kMinRows)));
-}
-
-// This thread's rows.
-std::pair<int64_t, int64_t> my_rows(int64_t B) {
-  const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-  return {B * tid / nt, B * (tid + 1) / nt};
-}
-
-// a (rows m.., all N columns, row stride lda_out) = x (rows, K) · panels, for rows [b0, b1).
-template <typename T>
-void rows_mm(int64_t b0, int64_t b1, int64_t K, int64_t N, const T* x, int64_t ldx,
-             const T* panels, T* out, int64_t ldo, T* buf) {
-  const int64_t G = groups_of(N);
-  over_group_tiles(0, G, 3, [&](int64_t g, int nv) {
-    const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, N - j0);
-    over_row_tiles(b0, b1, tile_rows(nv), [&](int64_t m, int rows) {
-      tile_mm_any<T>(nv, rows, K, x + m * ldx, ldx, 1, panels + g * K * kPanel, kPanel,
-                     K * kPanel, buf);
-      for (int r = 0; r < rows; ++r)
-        std::copy(buf + r * nv * kPanel, buf + r * nv * kPanel + cnt, out + (m + r) * ldo + j0);
-    });
-  });
-}
-
 // w: W_hhᵀ as 16-column panels, (⌈4H/16⌉, H, 16). Writes the buffers of lstm_forward_seq; with
 // LN on the recurrent product its pre-LN values go to ``pre`` (T, B, 4H).
 template <typename T>

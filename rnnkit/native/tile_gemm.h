@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -181,6 +182,35 @@ inline void over_row_tiles(int64_t b0, int64_t b1, int R, F&& body) {
     const int64_t a = b0 + n * i / tiles, b = b0 + n * (i + 1) / tiles;
     body(a, static_cast<int>(b - a));
   }
+}
+
+// Row-split teams (the fused LSTM and Elman RNN: every thread runs its own batch rows through
+// every step and unit, no barriers).
+// Threads for B rows: at most one per kMinRows rows.
+inline int row_team(int64_t B) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / kMinRows)));
+}
+
+// This thread's rows.
+inline std::pair<int64_t, int64_t> my_rows(int64_t B) {
+  const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+  return {B * tid / nt, B * (tid + 1) / nt};
+}
+
+// out (rows [b0, b1), all N columns, row stride ldo) = x (same rows, K) · panels (G, K, 16).
+template <typename T>
+inline void rows_mm(int64_t b0, int64_t b1, int64_t K, int64_t N, const T* x, int64_t ldx,
+             const T* panels, T* out, int64_t ldo, T* buf) {
+  const int64_t G = groups_of(N);
+  over_group_tiles(0, G, 3, [&](int64_t g, int nv) {
+    const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, N - j0);
+    over_row_tiles(b0, b1, tile_rows(nv), [&](int64_t m, int rows) {
+      tile_mm_any<T>(nv, rows, K, x + m * ldx, ldx, 1, panels + g * K * kPanel, kPanel,
+                     K * kPanel, buf);
+      for (int r = 0; r < rows; ++r)
+        std::copy(buf + r * nv * kPanel, buf + r * nv * kPanel + cnt, out + (m + r) * ldo + j0);
+    });
+  });
 }
 
 }  // namespace rnnkit_native
