@@ -21,11 +21,16 @@ one by one; here
   need it copied (measured faster at every shape here); float64 and CUDA use ``torch.mm``;
 * the time loops themselves are TorchScript functions (Python fallback where TorchScript is
   unavailable), which takes the Python interpreter out of the per-step overhead;
-* on CPU the LSTM and GRU time loops run in rnnkit's native kernels (:mod:`rnnkit.native`, C++
-  built on first use where a compiler is present): the loop itself in C++ around the same GEMMs,
-  and each step's gate arithmetic as one vectorised pass over the (B, ·) tile, split over threads,
-  where torch ops need five to fifteen passes that each run single-threaded at these sizes
-  (:data:`NATIVE`; the TorchScript loops below remain the fallback and the path on GPUs);
+* on CPU the GRU, LSTM and Elman RNN run in rnnkit's native kernels (:mod:`rnnkit.native`, C++
+  built on first use where a compiler is present; :data:`NATIVE`). Where their tile GEMM is
+  compiled (AVX-512; :data:`FUSED`) a whole sequence is one call: one OpenMP team whose threads
+  each run a share of the batch rows (or of the hidden units) through every step, the recurrent
+  product computed by rnnkit's own register-tiled GEMM on weights packed into 16-unit panels
+  (:func:`_panels`) and each tile's gate arithmetic done while it is in cache — a oneDNN call
+  through torch costs ~15 µs per step before any arithmetic. Elsewhere the C++ loop calls the
+  GEMMs above each step and does the gate arithmetic in one vectorised pass per step, where torch
+  ops need five to fifteen passes. The TorchScript loops below remain the fallback and the path
+  on GPUs;
 * on CPU, tanh is computed as 2σ(2x) − 1: torch's CPU tanh measured ~9× slower per element than
   its sigmoid, and the factor 2 is folded into the weights: the g rows of the LSTM's W_hh (or of
   its LN gain and shift), so a single sigmoid over all four gate blocks yields i, f, o and

@@ -1,8 +1,9 @@
 """Optional native CPU kernels, compiled on first use with torch's C++ extension builder.
 
-:func:`ops` returns ``torch.ops.rnnkit_native`` (the fused step kernels of ``gru_steps.cpp``
-and ``lstm_steps.cpp``; CPU tensors only) or ``None`` where they cannot be had: no C++ compiler,
-a failed build, or ``RNNKIT_NATIVE=0`` in the environment. Callers (``rnnkit.fast``) check the
+:func:`ops` returns ``torch.ops.rnnkit_native`` (the GRU, LSTM and Elman RNN sequences of
+``gru_fused.cpp``, ``gru_steps.cpp``, ``lstm_steps.cpp`` and ``rnn_fused.cpp``; CPU tensors
+only) or ``None`` where they cannot be had: no C++ compiler, a failed build, or
+``RNNKIT_NATIVE=0`` in the environment. Callers (``rnnkit.fast``) check the
 device and dtype and keep their TorchScript loops for everything else.
 
 The build takes about a minute once per machine and torch version; the library lands in torch's

@@ -1,11 +1,14 @@
-// Shared pieces of rnnkit's native step kernels (gru_steps.cpp, lstm_steps.cpp).
+// Shared pieces of rnnkit's native kernels.
 //
 // rnnkit.fast runs a recurrent layer as one recurrent GEMM per step plus the gate arithmetic.
 // Written with torch ops that arithmetic is five to fifteen separate passes per step, each on a
 // (B, ·) tile small enough that torch runs it on one thread; the kernels do each step's gate
-// arithmetic in one pass over the tile, split over the batch rows between threads. The GEMMs stay
-// in rnnkit/fast.py (oneDNN / torch.mm); the kernels read their outputs and write the buffers the
-// backward pass needs, in the layouts fast.py already uses.
+// arithmetic in one pass, and write the buffers the backward pass needs in the layouts fast.py
+// uses. Two drivers run them: the fused sequences (gru_fused.cpp, rnn_fused.cpp and the
+// *_fused_* functions of lstm_steps.cpp), which compute the recurrent products with the tile GEMM
+// of tile_gemm.h inside one thread team per sequence, and the step loops (gru_steps.cpp,
+// lstm_steps.cpp), which call oneDNN / torch.mm each step (CPUs without AVX-512, and the LSTM
+// with fewer than 8 batch rows per thread).
 //
 // Every kernel takes 2-D tiles whose rows are contiguous (stride(1) == 1) with any row stride, so
 // views such as xp[t] or rz[t][:, H:] are passed without copies. float and double are supported;
