@@ -336,9 +336,7 @@ def test_native_lstm_float32_matches_torch_op_loops(name, native_kernels, monkey
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "step-loops"])
 def test_native_loops_with_onednn_step_gemms(name, fused, native_kernels, monkeypatch):
     """At sizes where the step GEMMs run on oneDNN (called from the native time loop), the native
-    path still equals the torch-op loops to fp32 rounding; the GRU also on its fused sequences."""
-    if fused and not name.startswith("gru"):
-        pytest.skip("the LSTM has no fused sequence")
+    path still equals the torch-op loops to fp32 rounding, and so do the fused sequences."""
     monkeypatch.setattr(fast, "FUSED", fused)
     cls, kw = CONFIGS[name]
     Hn, Bn = 256, 16
