@@ -66,6 +66,7 @@ __all__ = [
     "GEMM_BACKEND",
     "WGRAD_BACKEND",
     "NATIVE",
+    "FUSED",
     "SCRIPT",
     "supports",
     "prefers_fast",
@@ -205,7 +206,7 @@ def _panels(b: Tensor, gates: int = 1) -> Tensor:
     G = -(-H // PANEL)
     p = b.reshape(K, gates, H)
     if G * PANEL != H:
-        p = torch.nn.functional.pad(p, (0, G * PANEL - H))
+        p = F.pad(p, (0, G * PANEL - H))
     return p.view(K, gates, G, PANEL).permute(2, 0, 1, 3).contiguous().view(G, K, gates * PANEL)
 
 

@@ -22,6 +22,7 @@
 #include <ATen/core/stack.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -115,6 +116,28 @@ inline T row_sum(const T* __restrict__ x, int64_t n) {
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < n; ++j) s += x[j];
   return s;
+}
+
+// The data of an optional tensor, or null.
+template <typename T>
+T* data_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+// A sequence buffer: contiguous (T, B, width).
+inline void check_seq(const at::Tensor& t, int64_t T_, int64_t B, int64_t width,
+                      const char* name) {
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == T_ && t.size(1) == B && t.size(2) == width &&
+                  t.is_contiguous(),
+              "rnnkit native: ", name, " must be a contiguous (", T_, ", ", B, ", ", width,
+              ") tensor, got ", t.sizes());
+}
+
+// The backward's running ∂L/∂state before the last step: the output gradient at T − 1 (a copy,
+// it is updated in place), or zeros.
+inline at::Tensor last_grad_or_zeros(const std::optional<at::Tensor>& g, int64_t B, int64_t H,
+                                     const at::TensorOptions& options) {
+  return g.has_value() ? g->select(0, g->size(0) - 1).clone() : at::zeros({B, H}, options);
 }
 
 // x Wᵀ (+ b): ``w`` is oneDNN's packed weight (mkldnn::_reorder_linear_weight) when ``onednn``,

@@ -22,18 +22,6 @@
 namespace rnnkit_native {
 namespace {
 
-template <typename T>
-const T* ptr_or_null(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
-
-void check_seq(const at::Tensor& t, int64_t T_, int64_t B, int64_t width, const char* name) {
-  TORCH_CHECK(t.dim() == 3 && t.size(0) == T_ && t.size(1) == B && t.size(2) == width &&
-                  t.is_contiguous(),
-              "rnnkit native: ", name, " must be a contiguous (", T_, ", ", B, ", ", width,
-              ") tensor, got ", t.sizes());
-}
-
 void check_panels(const at::Tensor& w, int64_t H, int64_t K, int64_t width, const char* name) {
   TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(H) && w.size(1) == K &&
                   w.size(2) == width && w.is_contiguous(),
@@ -77,8 +65,8 @@ void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
   if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
   check_state(h0, B, H);
   check_panels(w, H, H, 3 * kPanel, "w");
-  const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *bias = ptr_or_null<T>(b);
-  const T* AL = ptr_or_null<T>(alpha);
+  const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *bias = data_or_null<T>(b);
+  const T* AL = data_or_null<T>(alpha);
   T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>(), *AN = an.data_ptr<T>(), *HS = hs.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), HS, B, H};
   constexpr int R = kTileRows<3>;
@@ -129,8 +117,8 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
   if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
   check_state(h0, B, H);
   check_panels(w_t, H, 3 * H, kPanel, "w_t");
-  at::Tensor carry = gy.has_value() ? gy->select(0, T_ - 1).clone() : at::zeros({B, H}, hs.options());
-  const T *W = w_t.data_ptr<T>(), *AL = ptr_or_null<T>(alpha), *GY = ptr_or_null<T>(gy);
+  at::Tensor carry = last_grad_or_zeros(gy, B, H, hs.options());
+  const T *W = w_t.data_ptr<T>(), *AL = data_or_null<T>(alpha), *GY = data_or_null<T>(gy);
   const T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>(), *AN = an.data_ptr<T>();
   T *DA = da.data_ptr<T>(), *DXN = dxn.data_ptr<T>(), *C = carry.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), hs.data_ptr<T>(), B, H};
@@ -199,7 +187,7 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
   check_panels(w_rz, H, H, 2 * kPanel, "w_rz");
   check_panels(w_n, H, H, kPanel, "w_n");
   const T *X = xp.data_ptr<T>(), *WRZ = w_rz.data_ptr<T>(), *WN = w_n.data_ptr<T>();
-  const T *bias = ptr_or_null<T>(b), *AL = ptr_or_null<T>(alpha);
+  const T *bias = data_or_null<T>(b), *AL = data_or_null<T>(alpha);
   T *RZ = rz.data_ptr<T>(), *RH = rh.data_ptr<T>(), *N = n.data_ptr<T>(), *HS = hs.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), HS, B, H};
 
@@ -271,9 +259,9 @@ at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const
   check_state(h0, B, H);
   check_panels(w_n_t, H, H, kPanel, "w_n_t");
   check_panels(w_rz_t, H, 2 * H, kPanel, "w_rz_t");
-  at::Tensor carry = gy.has_value() ? gy->select(0, T_ - 1).clone() : at::zeros({B, H}, hs.options());
+  at::Tensor carry = last_grad_or_zeros(gy, B, H, hs.options());
   const T *WN = w_n_t.data_ptr<T>(), *WRZ = w_rz_t.data_ptr<T>();
-  const T *AL = ptr_or_null<T>(alpha), *GY = ptr_or_null<T>(gy);
+  const T *AL = data_or_null<T>(alpha), *GY = data_or_null<T>(gy);
   const T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>();
   // ∂(x̂_rz + â_rz) and ∂(x̂_n + â_n): the two parts of each dxp row (row stride 3H)
   T *DRZ = dxp.data_ptr<T>(), *DN = DRZ + 2 * H, *C = carry.data_ptr<T>();

@@ -163,7 +163,7 @@ at::Tensor gru_backward_seq(const std::optional<at::Tensor>& gy, const at::Tenso
                             const std::optional<at::Tensor>& alpha, const at::Tensor& w_t,
                             bool onednn, const at::Tensor& da, const at::Tensor& dxn) {
   const int64_t T = rz.size(0);
-  at::Tensor carry = gy.has_value() ? gy->select(0, T - 1).clone() : at::zeros_like(h_prev[0]);
+  at::Tensor carry = last_grad_or_zeros(gy, h_prev.size(1), h_prev.size(2), h_prev.options());
   std::optional<at::Tensor> mm;
   for (int64_t t = T - 1; t >= 0; --t) {
     const at::Tensor da_t = da.select(0, t);
@@ -198,7 +198,7 @@ at::Tensor gru_rb_backward_seq(const std::optional<at::Tensor>& gy, const at::Te
                                const at::Tensor& w_n_t, bool onednn, const at::Tensor& d_rz,
                                const at::Tensor& d_n) {
   const int64_t T = rz.size(0), H = n.size(2);
-  at::Tensor carry = gy.has_value() ? gy->select(0, T - 1).clone() : at::zeros_like(h_prev[0]);
+  at::Tensor carry = last_grad_or_zeros(gy, h_prev.size(1), h_prev.size(2), h_prev.options());
   std::optional<at::Tensor> mm;
   for (int64_t t = T - 1; t >= 0; --t) {
     const at::Tensor rz_t = rz.select(0, t), hp_t = h_prev.select(0, t);

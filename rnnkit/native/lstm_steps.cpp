@@ -393,9 +393,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_seq(
   const bool ln_h = lnh_w.has_value();
   TORCH_CHECK(!ln_h || static_cast<int64_t>(pre.size()) == T,
               "rnnkit native LSTM: layer norm needs every step's recurrent product");
-  at::Tensor carry_h = gy.has_value() ? gy->select(0, T - 1).clone() : at::zeros_like(c_prev[0]);
+  at::Tensor carry_h = last_grad_or_zeros(gy, c_prev.size(1), c_prev.size(2), c_prev.options());
   at::Tensor carry_c =
-      gcy.has_value() ? gcy->select(0, T - 1).clone() : at::zeros_like(c_prev[0]);
+      last_grad_or_zeros(gcy, c_prev.size(1), c_prev.size(2), c_prev.options());
   std::optional<at::Tensor> mm;
   for (int64_t t = T - 1; t >= 0; --t) {
     const at::Tensor dz_t = dz.select(0, t);
@@ -420,18 +420,6 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_seq(
 // every thread gets at least kMinRows rows (rnnkit.fast decides; the loops above serve the rest).
 // ---------------------------------------------------------------------------------------------
 
-void check_seq3(const at::Tensor& t, int64_t T_, int64_t B, int64_t width, const char* name) {
-  TORCH_CHECK(t.dim() == 3 && t.size(0) == T_ && t.size(1) == B && t.size(2) == width &&
-                  t.is_contiguous(),
-              "rnnkit native LSTM: ", name, " must be a contiguous (", T_, ", ", B, ", ", width,
-              ") tensor, got ", t.sizes());
-}
-
-template <typename T>
-const T* opt_ptr(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
-
 // w: W_hhᵀ as 16-column panels, (⌈4H/16⌉, H, 16). Writes the buffers of lstm_forward_seq; with
 // LN on the recurrent product its pre-LN values go to ``pre`` (T, B, 4H).
 template <typename T>
@@ -444,31 +432,31 @@ void lstm_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const a
                              const std::optional<at::Tensor>& stats_c,
                              const std::optional<at::Tensor>& pre) {
   const int64_t T_ = xp.size(0), B = xp.size(1), H = hs.size(2), G4 = 4 * H;
-  check_seq3(xp, T_, B, G4, "xp");
-  check_seq3(gates, T_, B, G4, "gates");
-  for (const auto* t : {&hs, &cs, &ct, &tc}) check_seq3(*t, T_, B, H, "hs / cs / ct / tc");
+  check_seq(xp, T_, B, G4, "xp");
+  check_seq(gates, T_, B, G4, "gates");
+  for (const auto* t : {&hs, &cs, &ct, &tc}) check_seq(*t, T_, B, H, "hs / cs / ct / tc");
   TORCH_CHECK(alpha_h.has_value() == alpha_c.has_value(), "rnnkit native LSTM: alpha_h with alpha_c");
   if (alpha_h.has_value()) {
-    check_seq3(*alpha_h, T_, B, H, "alpha_h");
-    check_seq3(*alpha_c, T_, B, H, "alpha_c");
+    check_seq(*alpha_h, T_, B, H, "alpha_h");
+    check_seq(*alpha_c, T_, B, H, "alpha_c");
   }
   TORCH_CHECK(p.lnh_w == nullptr || (stats_h.has_value() && pre.has_value()),
               "rnnkit native LSTM: LN needs stats_h and pre");
   TORCH_CHECK(p.lnc_w == nullptr || stats_c.has_value(), "rnnkit native LSTM: LN needs stats_c");
-  if (pre.has_value()) check_seq3(*pre, T_, B, G4, "pre");
+  if (pre.has_value()) check_seq(*pre, T_, B, G4, "pre");
   for (const auto* t : {&h0, &c0})
     TORCH_CHECK(t->dim() == 2 && t->size(0) == B && t->size(1) == H && t->is_contiguous(),
                 "rnnkit native LSTM: h0 and c0 must be contiguous (B, H)");
   TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(G4) && w.size(1) == H && w.size(2) == kPanel &&
                   w.is_contiguous(),
               "rnnkit native LSTM: w must be packed panels of W_hhᵀ");
-  const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *bias = opt_ptr<T>(b);
+  const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *bias = data_or_null<T>(b);
   const T *H0 = h0.data_ptr<T>(), *C0 = c0.data_ptr<T>();
-  const T *AH = opt_ptr<T>(alpha_h), *AC = opt_ptr<T>(alpha_c);
+  const T *AH = data_or_null<T>(alpha_h), *AC = data_or_null<T>(alpha_c);
   T *GA = gates.data_ptr<T>(), *HS = hs.data_ptr<T>(), *CS = cs.data_ptr<T>();
-  T *CT = ct.data_ptr<T>(), *TC = tc.data_ptr<T>(), *PRE = pre.has_value() ? pre->data_ptr<T>() : nullptr;
-  T *SH = stats_h.has_value() ? stats_h->data_ptr<T>() : nullptr;
-  T *SC = stats_c.has_value() ? stats_c->data_ptr<T>() : nullptr;
+  T *CT = ct.data_ptr<T>(), *TC = tc.data_ptr<T>(), *PRE = data_or_null<T>(pre);
+  T *SH = data_or_null<T>(stats_h);
+  T *SC = data_or_null<T>(stats_c);
   // without LN the recurrent products go to a scratch (B, 4H)
   at::Tensor scratch = PRE == nullptr ? at::empty({B, G4}, xp.options()) : at::Tensor();
   T* SCR = PRE == nullptr ? scratch.data_ptr<T>() : nullptr;
@@ -516,32 +504,32 @@ std::tuple<at::Tensor, at::Tensor> lstm_fused_backward_impl(
     const std::optional<at::Tensor>& alpha_c, const at::Tensor& w_t, const at::Tensor& dz,
     const std::optional<at::Tensor>& da, const std::optional<at::Tensor>& dchat) {
   const int64_t T_ = gates.size(0), B = gates.size(1), H = cs.size(2), G4 = 4 * H;
-  check_seq3(gates, T_, B, G4, "gates");
-  check_seq3(dz, T_, B, G4, "dz");
-  for (const auto* t : {&ct, &tc, &cs}) check_seq3(*t, T_, B, H, "ct / tc / cs");
+  check_seq(gates, T_, B, G4, "gates");
+  check_seq(dz, T_, B, G4, "dz");
+  for (const auto* t : {&ct, &tc, &cs}) check_seq(*t, T_, B, H, "ct / tc / cs");
   for (const auto* t : {&gy, &gcy, &alpha_h, &alpha_c, &dchat})
-    if (t->has_value()) check_seq3(**t, T_, B, H, "gy / gcy / alpha / dchat");
+    if (t->has_value()) check_seq(**t, T_, B, H, "gy / gcy / alpha / dchat");
   TORCH_CHECK(p.lnh_w == nullptr || (pre.has_value() && stats_h.has_value() && da.has_value()),
               "rnnkit native LSTM: LN_h backward needs pre, stats_h and da");
   TORCH_CHECK(p.lnc_w == nullptr || (stats_c.has_value() && dchat.has_value()),
               "rnnkit native LSTM: LN_c backward needs stats_c and dchat");
-  if (pre.has_value()) check_seq3(*pre, T_, B, G4, "pre");
-  if (da.has_value()) check_seq3(*da, T_, B, G4, "da");
+  if (pre.has_value()) check_seq(*pre, T_, B, G4, "pre");
+  if (da.has_value()) check_seq(*da, T_, B, G4, "da");
   TORCH_CHECK(c0.dim() == 2 && c0.size(0) == B && c0.size(1) == H && c0.is_contiguous(),
               "rnnkit native LSTM: c0 must be contiguous (B, H)");
   TORCH_CHECK(w_t.dim() == 3 && w_t.size(0) == groups_of(H) && w_t.size(1) == G4 &&
                   w_t.size(2) == kPanel && w_t.is_contiguous(),
               "rnnkit native LSTM: w_t must be packed panels of W_hh");
-  at::Tensor carry_h = gy.has_value() ? gy->select(0, T_ - 1).clone() : at::zeros({B, H}, cs.options());
-  at::Tensor carry_c = gcy.has_value() ? gcy->select(0, T_ - 1).clone() : at::zeros({B, H}, cs.options());
+  at::Tensor carry_h = last_grad_or_zeros(gy, B, H, cs.options());
+  at::Tensor carry_c = last_grad_or_zeros(gcy, B, H, cs.options());
   at::Tensor mm_buf = at::empty({B, H}, cs.options());
   const T *GA = gates.data_ptr<T>(), *CT = ct.data_ptr<T>(), *TC = tc.data_ptr<T>();
-  const T *C0 = c0.data_ptr<T>(), *CS = cs.data_ptr<T>(), *PRE = opt_ptr<T>(pre);
-  const T *SH = opt_ptr<T>(stats_h), *SC = opt_ptr<T>(stats_c), *W = w_t.data_ptr<T>();
-  const T *AH = opt_ptr<T>(alpha_h), *AC = opt_ptr<T>(alpha_c);
-  const T *GY = opt_ptr<T>(gy), *GCY = opt_ptr<T>(gcy);
-  T *DZ = dz.data_ptr<T>(), *DA = da.has_value() ? da->data_ptr<T>() : nullptr;
-  T *DCH = dchat.has_value() ? dchat->data_ptr<T>() : nullptr;
+  const T *C0 = c0.data_ptr<T>(), *CS = cs.data_ptr<T>(), *PRE = data_or_null<T>(pre);
+  const T *SH = data_or_null<T>(stats_h), *SC = data_or_null<T>(stats_c), *W = w_t.data_ptr<T>();
+  const T *AH = data_or_null<T>(alpha_h), *AC = data_or_null<T>(alpha_c);
+  const T *GY = data_or_null<T>(gy), *GCY = data_or_null<T>(gcy);
+  T *DZ = dz.data_ptr<T>(), *DA = data_or_null<T>(da);
+  T *DCH = data_or_null<T>(dchat);
   T *CH = carry_h.data_ptr<T>(), *CC = carry_c.data_ptr<T>(), *MM = mm_buf.data_ptr<T>();
   // ∂a of step s: ∂z, or LN_h's backward of it
   T* DGRAD = DA != nullptr ? DA : DZ;

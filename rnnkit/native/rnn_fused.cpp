@@ -11,13 +11,6 @@
 namespace rnnkit_native {
 namespace {
 
-void check_rnn(const at::Tensor& t, int64_t T_, int64_t B, int64_t H, const char* name) {
-  TORCH_CHECK(t.dim() == 3 && t.size(0) == T_ && t.size(1) == B && t.size(2) == H &&
-                  t.is_contiguous(),
-              "rnnkit native RNN: ", name, " must be a contiguous (", T_, ", ", B, ", ", H,
-              ") tensor, got ", t.sizes());
-}
-
 void check_rnn_weights(const at::Tensor& w, const at::Tensor& h0, int64_t B, int64_t H) {
   TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(H) && w.size(1) == H &&
                   w.size(2) == kPanel && w.is_contiguous(),
@@ -34,14 +27,14 @@ void rnn_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
                             const std::optional<at::Tensor>& alpha, bool relu,
                             const at::Tensor& hs, const at::Tensor& ht) {
   const int64_t T_ = xp.size(0), B = xp.size(1), H = xp.size(2);
-  for (const auto* t : {&xp, &hs, &ht}) check_rnn(*t, T_, B, H, "xp / hs / ht");
-  if (alpha.has_value()) check_rnn(*alpha, T_, B, H, "alpha");
+  for (const auto* t : {&xp, &hs, &ht}) check_seq(*t, T_, B, H, "xp / hs / ht");
+  if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
   TORCH_CHECK(alpha.has_value() || hs.data_ptr() == ht.data_ptr(),
               "rnnkit native RNN: without alpha the states are the cell outputs (hs is ht)");
   check_rnn_weights(w, h0, B, H);
   const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *H0 = h0.data_ptr<T>();
-  const T *bias = b.has_value() ? b->data_ptr<T>() : nullptr;
-  const T* AL = alpha.has_value() ? alpha->data_ptr<T>() : nullptr;
+  const T *bias = data_or_null<T>(b);
+  const T* AL = data_or_null<T>(alpha);
   T *HS = hs.data_ptr<T>(), *HT = ht.data_ptr<T>();
 
 #pragma omp parallel num_threads(row_team(B))
@@ -79,15 +72,15 @@ at::Tensor rnn_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
                                    const std::optional<at::Tensor>& alpha, bool relu,
                                    const at::Tensor& w_t, const at::Tensor& dz) {
   const int64_t T_ = ht.size(0), B = ht.size(1), H = ht.size(2);
-  for (const auto* t : {&ht, &dz}) check_rnn(*t, T_, B, H, "ht / dz");
-  if (alpha.has_value()) check_rnn(*alpha, T_, B, H, "alpha");
-  if (gy.has_value()) check_rnn(*gy, T_, B, H, "gy");
-  at::Tensor carry = gy.has_value() ? gy->select(0, T_ - 1).clone() : at::zeros({B, H}, ht.options());
+  for (const auto* t : {&ht, &dz}) check_seq(*t, T_, B, H, "ht / dz");
+  if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
+  if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
+  at::Tensor carry = last_grad_or_zeros(gy, B, H, ht.options());
   check_rnn_weights(w_t, carry, B, H);
   at::Tensor mm = at::zeros({B, H}, ht.options());
   const T *W = w_t.data_ptr<T>(), *HT = ht.data_ptr<T>();
-  const T *AL = alpha.has_value() ? alpha->data_ptr<T>() : nullptr;
-  const T *GY = gy.has_value() ? gy->data_ptr<T>() : nullptr;
+  const T *AL = data_or_null<T>(alpha);
+  const T *GY = data_or_null<T>(gy);
   T *DZ = dz.data_ptr<T>(), *C = carry.data_ptr<T>(), *MM = mm.data_ptr<T>();
 
 #pragma omp parallel num_threads(row_team(B))
