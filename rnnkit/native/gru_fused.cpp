@@ -11,7 +11,6 @@
 // Buffers are those of the step-by-step loops in gru_steps.cpp (see rnnkit/fast.py): time-major,
 // contiguous, gate-major rows. Weights arrive packed by rnnkit.fast._panels.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>

@@ -1,7 +1,6 @@
 // The GRU time loops (both forms) with one oneDNN / torch.mm GEMM call per product and the gate
 // arithmetic of gru_rows.h in between; see common.h for the scheme. gru_fused.cpp is the faster
 // path where its tile GEMM is compiled (AVX-512); these loops serve every other CPU.
-#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include "gru_rows.h"

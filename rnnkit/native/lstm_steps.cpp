@@ -3,8 +3,6 @@
 // α of lengths and zoneout. See common.h for the scheme and lstm_sequence in rnnkit/fast.py for
 // the buffers.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include <memory>

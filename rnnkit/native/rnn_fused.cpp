@@ -2,7 +2,6 @@
 // tile GEMM of tile_gemm.h, each thread running its own slice of the batch rows (no barriers).
 // Buffers as rnnkit.fast._RNNFunction: hs (T, B, H) the states, ht the cell outputs h̃ (the same
 // tensor unless α blends the states, s_t = s_{t−1} + α_t ⊙ (h̃_t − s_{t−1})).
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "common.h"
