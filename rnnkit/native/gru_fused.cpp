@@ -21,13 +21,6 @@
 namespace rnnkit_native {
 namespace {
 
-void check_panels(const at::Tensor& w, int64_t H, int64_t K, int64_t width, const char* name) {
-  TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(H) && w.size(1) == K &&
-                  w.size(2) == width && w.is_contiguous(),
-              "rnnkit native: ", name, " must be contiguous packed panels (", groups_of(H), ", ",
-              K, ", ", width, "), got ", w.sizes());
-}
-
 void check_state(const at::Tensor& h0, int64_t B, int64_t H) {
   TORCH_CHECK(h0.dim() == 2 && h0.size(0) == B && h0.size(1) == H && h0.stride(1) == 1,
               "rnnkit native: h0 must be (", B, ", ", H, ") with contiguous rows");

@@ -445,9 +445,7 @@ void lstm_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const a
   for (const auto* t : {&h0, &c0})
     TORCH_CHECK(t->dim() == 2 && t->size(0) == B && t->size(1) == H && t->is_contiguous(),
                 "rnnkit native LSTM: h0 and c0 must be contiguous (B, H)");
-  TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(G4) && w.size(1) == H && w.size(2) == kPanel &&
-                  w.is_contiguous(),
-              "rnnkit native LSTM: w must be packed panels of W_hhᵀ");
+  check_panels(w, G4, H, kPanel, "w (W_hhᵀ)");
   const T *X = xp.data_ptr<T>(), *W = w.data_ptr<T>(), *bias = data_or_null<T>(b);
   const T *H0 = h0.data_ptr<T>(), *C0 = c0.data_ptr<T>();
   const T *AH = data_or_null<T>(alpha_h), *AC = data_or_null<T>(alpha_c);
@@ -515,9 +513,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_fused_backward_impl(
   if (da.has_value()) check_seq(*da, T_, B, G4, "da");
   TORCH_CHECK(c0.dim() == 2 && c0.size(0) == B && c0.size(1) == H && c0.is_contiguous(),
               "rnnkit native LSTM: c0 must be contiguous (B, H)");
-  TORCH_CHECK(w_t.dim() == 3 && w_t.size(0) == groups_of(H) && w_t.size(1) == G4 &&
-                  w_t.size(2) == kPanel && w_t.is_contiguous(),
-              "rnnkit native LSTM: w_t must be packed panels of W_hh");
+  check_panels(w_t, H, G4, kPanel, "w_t (W_hh)");
   at::Tensor carry_h = last_grad_or_zeros(gy, B, H, cs.options());
   at::Tensor carry_c = last_grad_or_zeros(gcy, B, H, cs.options());
   at::Tensor mm_buf = at::empty({B, H}, cs.options());

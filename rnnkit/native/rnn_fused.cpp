@@ -11,10 +11,7 @@ namespace rnnkit_native {
 namespace {
 
 void check_rnn_weights(const at::Tensor& w, const at::Tensor& h0, int64_t B, int64_t H) {
-  TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(H) && w.size(1) == H &&
-                  w.size(2) == kPanel && w.is_contiguous(),
-              "rnnkit native RNN: weights must be packed panels (", groups_of(H), ", ", H,
-              ", 16)");
+  check_panels(w, H, H, kPanel, "weights");
   TORCH_CHECK(h0.dim() == 2 && h0.size(0) == B && h0.size(1) == H && h0.is_contiguous(),
               "rnnkit native RNN: h0 must be contiguous (B, H)");
 }

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -182,6 +184,15 @@ inline void over_row_tiles(int64_t b0, int64_t b1, int R, F&& body) {
     const int64_t a = b0 + n * i / tiles, b = b0 + n * (i + 1) / tiles;
     body(a, static_cast<int>(b - a));
   }
+}
+
+// Weights packed by rnnkit.fast._panels for H units per gate and depth K: (⌈H/16⌉, K, width).
+inline void check_panels(const at::Tensor& w, int64_t H, int64_t K, int64_t width,
+                         const char* name) {
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == groups_of(H) && w.size(1) == K &&
+                  w.size(2) == width && w.is_contiguous(),
+              "rnnkit native: ", name, " must be contiguous packed panels (", groups_of(H), ", ",
+              K, ", ", width, "), got ", w.sizes());
 }
 
 // Row-split teams (the fused LSTM and Elman RNN: every thread runs its own batch rows through
