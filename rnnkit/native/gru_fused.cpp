@@ -61,35 +61,27 @@ void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
   const T* AL = data_or_null<T>(alpha);
   T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>(), *AN = an.data_ptr<T>(), *HS = hs.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), HS, B, H};
-  constexpr int R = kTileRows<3>;
 
 #pragma omp parallel num_threads(team_size(B, G))
   {
     const Work w = my_work(B, G);
     alignas(64) T buf[kTileBuf];
     for (int64_t t = 0; t < T_; ++t) {
-      for (int64_t g = w.g0; g < w.g1; ++g) {
-        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(kPanel, H - j0);
-        over_row_tiles(w.b0, w.b1, R, [&](int64_t m, int rows) {
-          tile_mm_rows<T, 3>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t), 1, W + g * H * 3 * kPanel,
-                             3 * kPanel, kPanel, buf);
-          for (int r = 0; r < rows; ++r) {
-            const int64_t bb = m + r, row = t * B + bb;
-            T* a = buf + r * 3 * kPanel;
-            if (bias != nullptr)
-              for (int gate = 0; gate < 3; ++gate)
-                for (int64_t u = 0; u < cnt; ++u) a[gate * kPanel + u] += bias[gate * H + j0 + u];
-            const T* hp = prev.row(t, bb) + j0;
-            T* out = HS + row * H + j0;
-            gru_forward_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel, hp, RZ + row * 2 * H + j0,
-                               N + row * H + j0, AN + row * H + j0, out);
-            if (AL != nullptr) blend_row<T>(cnt, hp, AL + row * H + j0, out);
-          }
-        });
-      }
-if (w.sync) {
-#pragma omp barrier
-      }
+      tile_products(w.b0, w.b1, w.g0, w.g1, 3, H, H, prev.rows(t), prev.ld(t), W, buf,
+                    [&](int64_t bb, int64_t j0, int64_t cnt, T* a) {
+                      const int64_t row = t * B + bb;
+                      if (bias != nullptr)
+                        for (int gate = 0; gate < 3; ++gate)
+                          for (int64_t u = 0; u < cnt; ++u)
+                            a[gate * kPanel + u] += bias[gate * H + j0 + u];
+                      const T* hp = prev.row(t, bb) + j0;
+                      T* out = HS + row * H + j0;
+                      gru_forward_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel, hp,
+                                         RZ + row * 2 * H + j0, N + row * H + j0,
+                                         AN + row * H + j0, out);
+                      if (AL != nullptr) blend_row<T>(cnt, hp, AL + row * H + j0, out);
+                    });
+      team_barrier(w);
     }
   }
 }
@@ -131,29 +123,17 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
     const int64_t u0 = w.g0 * kPanel, u1 = std::min(w.g1 * kPanel, H);
     alignas(64) T buf[kTileBuf];
     for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) step_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
-if (w.sync) {
-#pragma omp barrier
-      }
+    team_barrier(w);
     for (int64_t t = T_ - 1; t >= 0; --t) {
-      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
-        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, 3 * H, DA + (t * B + m) * 3 * H, 3 * H, 1, W + g * 3 * H * kPanel,
-                         kPanel, 3 * H * kPanel, buf);
-          for (int r = 0; r < rows; ++r) {
-            const T* mm = buf + r * nv * kPanel;
-            if (t > 0) {
-              step_rows(t - 1, m + r, j0, cnt, mm);
-            } else {
-              T* c = C + (m + r) * H + j0;
-              for (int64_t u = 0; u < cnt; ++u) c[u] += mm[u];
-            }
-          }
-        });
-      });
-if (w.sync) {
-#pragma omp barrier
-      }
+      tile_products(w.b0, w.b1, w.g0, w.g1, 1, 3 * H, H, DA + t * B * 3 * H, 3 * H, W, buf,
+                    [&](int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
+                      if (t > 0) {
+                        step_rows(t - 1, bb, j0, cnt, mm);
+                      } else {
+                        for (int64_t u = 0; u < cnt; ++u) C[bb * H + j0 + u] += mm[u];
+                      }
+                    });
+      team_barrier(w);
     }
   }
   return carry;
@@ -188,48 +168,32 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
     const Work w = my_work(B, G);
     alignas(64) T buf[kTileBuf];
     for (int64_t t = 0; t < T_; ++t) {
-      // r, z and r ⊙ h_{t−1} for this thread's units
-      for (int64_t g = w.g0; g < w.g1; ++g) {
-        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(kPanel, H - j0);
-        over_row_tiles(w.b0, w.b1, kTileRows<2>, [&](int64_t m, int rows) {
-          tile_mm_rows<T, 2>(rows, H, prev.rows(t) + m * prev.ld(t), prev.ld(t), 1,
-                             WRZ + g * H * 2 * kPanel, 2 * kPanel, kPanel, buf);
-          for (int r = 0; r < rows; ++r) {
-            const int64_t bb = m + r, row = t * B + bb;
-            T* a = buf + r * 2 * kPanel;
-            if (bias != nullptr)
-              for (int gate = 0; gate < 2; ++gate)
-                for (int64_t u = 0; u < cnt; ++u) a[gate * kPanel + u] += bias[gate * H + j0 + u];
-            gru_rb_gates_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel, prev.row(t, bb) + j0,
-                                RZ + row * 2 * H + j0, RH + row * H + j0);
-          }
-        });
-      }
-if (w.sync) {
-#pragma omp barrier
-      }
+      // r, z and r ⊙ h_{t−1} for this thread's share
+      tile_products(w.b0, w.b1, w.g0, w.g1, 2, H, H, prev.rows(t), prev.ld(t), WRZ, buf,
+                    [&](int64_t bb, int64_t j0, int64_t cnt, T* a) {
+                      const int64_t row = t * B + bb;
+                      if (bias != nullptr)
+                        for (int gate = 0; gate < 2; ++gate)
+                          for (int64_t u = 0; u < cnt; ++u)
+                            a[gate * kPanel + u] += bias[gate * H + j0 + u];
+                      gru_rb_gates_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel,
+                                          prev.row(t, bb) + j0, RZ + row * 2 * H + j0,
+                                          RH + row * H + j0);
+                    });
+      team_barrier(w);
       // n and h_t, from W_n (r ⊙ h_{t−1}) over every unit
-      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
-        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, H, RH + (t * B + m) * H, H, 1, WN + g * H * kPanel, kPanel,
-                         H * kPanel, buf);
-          for (int r = 0; r < rows; ++r) {
-            const int64_t bb = m + r, row = t * B + bb;
-            T* a = buf + r * nv * kPanel;
-            if (bias != nullptr)
-              for (int64_t u = 0; u < cnt; ++u) a[u] += bias[2 * H + j0 + u];
-            const T* hp = prev.row(t, bb) + j0;
-            T* out = HS + row * H + j0;
-            gru_rb_state_row<T>(cnt, X + row * 3 * H + 2 * H + j0, a, hp,
-                                RZ + row * 2 * H + H + j0, N + row * H + j0, out);
-            if (AL != nullptr) blend_row<T>(cnt, hp, AL + row * H + j0, out);
-          }
-        });
-      });
-if (w.sync) {
-#pragma omp barrier
-      }
+      tile_products(w.b0, w.b1, w.g0, w.g1, 1, H, H, RH + t * B * H, H, WN, buf,
+                    [&](int64_t bb, int64_t j0, int64_t cnt, T* a) {
+                      const int64_t row = t * B + bb;
+                      if (bias != nullptr)
+                        for (int64_t u = 0; u < cnt; ++u) a[u] += bias[2 * H + j0 + u];
+                      const T* hp = prev.row(t, bb) + j0;
+                      T* out = HS + row * H + j0;
+                      gru_rb_state_row<T>(cnt, X + row * 3 * H + 2 * H + j0, a, hp,
+                                          RZ + row * 2 * H + H + j0, N + row * H + j0, out);
+                      if (AL != nullptr) blend_row<T>(cnt, hp, AL + row * H + j0, out);
+                    });
+      team_barrier(w);
     }
   }
 }
@@ -275,47 +239,27 @@ at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const
     const int64_t u0 = w.g0 * kPanel, u1 = std::min(w.g1 * kPanel, H);
     alignas(64) T buf[kTileBuf];
     for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) state_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
-if (w.sync) {
-#pragma omp barrier
-      }
+    team_barrier(w);
     for (int64_t t = T_ - 1; t >= 0; --t) {
       // ∂L/∂(r ⊙ h_{t−1}) = ∂a_n W_n, then ∂r and the r-path of ∂L/∂h_{t−1}
-      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
-        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, H, DN + (t * B + m) * 3 * H, 3 * H, 1, WN + g * H * kPanel, kPanel,
-                         H * kPanel, buf);
-          for (int r = 0; r < rows; ++r) {
-            const int64_t bb = m + r, row = t * B + bb;
-            gru_rb_backward_reset_row<T>(cnt, buf + r * nv * kPanel, RZ + row * 2 * H + j0,
-                                         prev.row(t, bb) + j0, DRZ + row * 3 * H + j0,
-                                         C + bb * H + j0);
-          }
-        });
-      });
-if (w.sync) {
-#pragma omp barrier
-      }
+      tile_products(w.b0, w.b1, w.g0, w.g1, 1, H, H, DN + t * B * 3 * H, 3 * H, WN, buf,
+                    [&](int64_t bb, int64_t j0, int64_t cnt, const T* grh) {
+                      const int64_t row = t * B + bb;
+                      gru_rb_backward_reset_row<T>(cnt, grh, RZ + row * 2 * H + j0,
+                                                   prev.row(t, bb) + j0, DRZ + row * 3 * H + j0,
+                                                   C + bb * H + j0);
+                    });
+      team_barrier(w);
       // ∂a_rz W_rz completes ∂L/∂h_{t−1}; then the first half of step t − 1
-      over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
-        const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, H - j0);
-        over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
-          tile_mm_any<T>(nv, rows, 2 * H, DRZ + (t * B + m) * 3 * H, 3 * H, 1,
-                         WRZ + g * 2 * H * kPanel, kPanel, 2 * H * kPanel, buf);
-          for (int r = 0; r < rows; ++r) {
-            const T* mm = buf + r * nv * kPanel;
-            if (t > 0) {
-              state_rows(t - 1, m + r, j0, cnt, mm);
-            } else {
-              T* c = C + (m + r) * H + j0;
-              for (int64_t u = 0; u < cnt; ++u) c[u] += mm[u];
-            }
-          }
-        });
-      });
-if (w.sync) {
-#pragma omp barrier
-      }
+      tile_products(w.b0, w.b1, w.g0, w.g1, 1, 2 * H, H, DRZ + t * B * 3 * H, 3 * H, WRZ, buf,
+                    [&](int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
+                      if (t > 0) {
+                        state_rows(t - 1, bb, j0, cnt, mm);
+                      } else {
+                        for (int64_t u = 0; u < cnt; ++u) C[bb * H + j0 + u] += mm[u];
+                      }
+                    });
+      team_barrier(w);
     }
   }
   return carry;
@@ -324,27 +268,22 @@ if (w.sync) {
 // C (M, N) = A (M, K) · B for B packed by rnnkit.fast._panels as (G, K, 16): the tile GEMM on its
 // own, for the tests.
 template <typename T>
-at::Tensor panel_mm_impl(const at::Tensor& a, const at::Tensor& panels, int64_t N) {
-  TORCH_CHECK(a.dim() == 2, "rnnkit native: a must be 2-D");
+at::Tensor panel_mm_impl(const at::Tensor& a_, const at::Tensor& panels, int64_t N) {
+  TORCH_CHECK(a_.dim() == 2, "rnnkit native: a must be 2-D");
+  const at::Tensor a = a_.contiguous();
   const int64_t M = a.size(0), K = a.size(1), G = groups_of(N);
   check_panels(panels, N, K, kPanel, "panels");
   at::Tensor c = at::empty({M, N}, a.options());
   const T *A = a.data_ptr<T>(), *P = panels.data_ptr<T>();
   T* Cp = c.data_ptr<T>();
-  const int64_t lda = a.stride(0), ka = a.stride(1);
 #pragma omp parallel num_threads(team_size(M, G))
   {
     const Work w = my_work(M, G);
     alignas(64) T buf[kTileBuf];
-    over_group_tiles(w.g0, w.g1, 3, [&](int64_t g, int nv) {
-      const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, N - j0);
-      over_row_tiles(w.b0, w.b1, tile_rows(nv), [&](int64_t m, int rows) {
-        tile_mm_any<T>(nv, rows, K, A + m * lda, lda, ka, P + g * K * kPanel, kPanel,
-                       K * kPanel, buf);
-        for (int r = 0; r < rows; ++r)
-          std::copy(buf + r * nv * kPanel, buf + r * nv * kPanel + cnt, Cp + (m + r) * N + j0);
-      });
-    });
+    tile_products(w.b0, w.b1, w.g0, w.g1, 1, K, N, A, K, P, buf,
+                  [&](int64_t m, int64_t j0, int64_t cnt, const T* mm) {
+                    std::copy(mm, mm + cnt, Cp + m * N + j0);
+                  });
   }
   return c;
 }

@@ -7,8 +7,8 @@
 // kernel). The fused sequences of gru_fused.cpp call this kernel on tiles of their own hidden
 // units and apply the gate arithmetic to the tile while it is still in cache.
 //
-// A is read one element at a time (broadcast), so any strides work: element (r, k) at
-// a + r·lda + k·ka (ka = 1 for row-major A, lda = 1 for a transposed view).
+// A is row-major with row stride lda (element (r, k) at a + r·lda + k), read one element at a
+// time (broadcast).
 // Panel layout: vector v (16 columns) of packed row k is at b + k·ldb + v·vstride. A panel of
 // ng gates × 16 units packed as (K, ng, 16) has ldb = 16·ng, vstride = 16; consecutive 16-unit
 // panels packed as (G, K, 16) have ldb = 16, vstride = 16·K.
@@ -51,13 +51,13 @@ constexpr bool tile_gemm_fast() {
 // Portable tile: plain loops over an accumulator array (vectorised by the compiler; used for
 // double and as the reference for float).
 template <typename T, int R, int NV>
-inline void tile_mm_portable(int64_t K, const T* __restrict__ a, int64_t lda, int64_t ka,
+inline void tile_mm_portable(int64_t K, const T* __restrict__ a, int64_t lda,
                              const T* __restrict__ b, int64_t ldb, int64_t vstride,
                              T* __restrict__ c) {
   T acc[R][NV * kPanel] = {};
   for (int64_t k = 0; k < K; ++k) {
     for (int r = 0; r < R; ++r) {
-      const T av = a[r * lda + k * ka];
+      const T av = a[r * lda + k];
       for (int v = 0; v < NV; ++v) {
         const T* bk = b + k * ldb + v * vstride;
         for (int u = 0; u < kPanel; ++u) acc[r][v * kPanel + u] += av * bk[u];
@@ -70,8 +70,8 @@ inline void tile_mm_portable(int64_t K, const T* __restrict__ a, int64_t lda, in
 
 // One tile, c (R × 16·NV, row stride 16·NV) = a (R × K) · panels.
 template <typename T, int R, int NV>
-inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, int64_t ka,
-                    const T* __restrict__ b, int64_t ldb, int64_t vstride, T* __restrict__ c) {
+inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, const T* __restrict__ b,
+                    int64_t ldb, int64_t vstride, T* __restrict__ c) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     __m512 acc[R][NV];
@@ -83,7 +83,7 @@ inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, int64_t ka,
       __m512 bv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + v * vstride);
-      const float* ak = a + k * ka;
+      const float* ak = a + k;
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const __m512 av = _mm512_set1_ps(ak[r * lda]);
@@ -98,35 +98,35 @@ inline void tile_mm(int64_t K, const T* __restrict__ a, int64_t lda, int64_t ka,
     return;
   }
 #endif
-  tile_mm_portable<T, R, NV>(K, a, lda, ka, b, ldb, vstride, c);
+  tile_mm_portable<T, R, NV>(K, a, lda, b, ldb, vstride, c);
 }
 
 // A tile of ``rows`` ≤ kTileRows<NV> rows: picks the instantiation with R = rows.
 template <typename T, int NV, int R = kTileRows<NV>>
-inline void tile_mm_rows(int rows, int64_t K, const T* a, int64_t lda, int64_t ka, const T* b,
-                         int64_t ldb, int64_t vstride, T* c) {
+inline void tile_mm_rows(int rows, int64_t K, const T* a, int64_t lda, const T* b, int64_t ldb,
+                         int64_t vstride, T* c) {
   if constexpr (R > 1) {
     if (rows < R) {
-      tile_mm_rows<T, NV, R - 1>(rows, K, a, lda, ka, b, ldb, vstride, c);
+      tile_mm_rows<T, NV, R - 1>(rows, K, a, lda, b, ldb, vstride, c);
       return;
     }
   }
-  tile_mm<T, R, NV>(K, a, lda, ka, b, ldb, vstride, c);
+  tile_mm<T, R, NV>(K, a, lda, b, ldb, vstride, c);
 }
 
 // A tile of ``nv`` ≤ 3 vectors (run-time) and ``rows`` rows.
 template <typename T>
-inline void tile_mm_any(int nv, int rows, int64_t K, const T* a, int64_t lda, int64_t ka,
-                        const T* b, int64_t ldb, int64_t vstride, T* c) {
+inline void tile_mm_any(int nv, int rows, int64_t K, const T* a, int64_t lda, const T* b,
+                        int64_t ldb, int64_t vstride, T* c) {
   switch (nv) {
     case 1:
-      tile_mm_rows<T, 1>(rows, K, a, lda, ka, b, ldb, vstride, c);
+      tile_mm_rows<T, 1>(rows, K, a, lda, b, ldb, vstride, c);
       break;
     case 2:
-      tile_mm_rows<T, 2>(rows, K, a, lda, ka, b, ldb, vstride, c);
+      tile_mm_rows<T, 2>(rows, K, a, lda, b, ldb, vstride, c);
       break;
     default:
-      tile_mm_rows<T, 3>(rows, K, a, lda, ka, b, ldb, vstride, c);
+      tile_mm_rows<T, 3>(rows, K, a, lda, b, ldb, vstride, c);
   }
 }
 
@@ -165,25 +165,44 @@ inline Work my_work(int64_t B, int64_t G) {
   return {0, B, G * tid / nt, G * (tid + 1) / nt, true};
 }
 
-// body(g, nv): groups [g0, g1) in runs of up to ``most`` consecutive groups (one tile wide), as
-// even as possible (4 groups in tiles of 3 → 2 + 2: narrow tiles are the slow ones).
+// body(start, count): [begin, end) in as few chunks of at most ``most`` as possible, their sizes
+// as even as possible (4 groups in tiles of 3 → 2 + 2: narrow tiles are the slow ones).
 template <typename F>
-inline void over_group_tiles(int64_t g0, int64_t g1, int most, F&& body) {
-  const int64_t n = g1 - g0, tiles = (n + most - 1) / most;
-  for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t a = g0 + n * i / tiles, b = g0 + n * (i + 1) / tiles;
-    body(a, static_cast<int>(b - a));
+inline void over_even_chunks(int64_t begin, int64_t end, int64_t most, F&& body) {
+  const int64_t n = end - begin, chunks = (n + most - 1) / most;
+  for (int64_t i = 0; i < chunks; ++i) {
+    const int64_t a = begin + n * i / chunks, b = begin + n * (i + 1) / chunks;
+    body(a, b - a);
   }
 }
 
-// body(m, rows): rows [b0, b1) in tiles of up to R rows, as even as possible.
-template <typename F>
-inline void over_row_tiles(int64_t b0, int64_t b1, int R, F&& body) {
-  const int64_t n = b1 - b0, tiles = (n + R - 1) / R;
-  for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t a = b0 + n * i / tiles, b = b0 + n * (i + 1) / tiles;
-    body(a, static_cast<int>(b - a));
+// A barrier for unit-split teams (row-split threads never wait for each other).
+inline void team_barrier(const Work& w) {
+  if (w.sync) {
+#pragma omp barrier
   }
+}
+
+// One thread's share of a step's product: rows [b0, b1) of ``a`` (row stride lda, depth K) times
+// the packed panels (rnnkit.fast._panels) of unit groups [g0, g1), N units in all. With gates == 1
+// a tile spans up to 3 consecutive groups; with 2 or 3 gates packed side by side it is one group
+// and all its gates. For every row b of a tile, row(b, j0, cnt, mm) receives the tile's units
+// j0 … j0 + cnt − 1 and mm, that row's products in ``buf`` (writable; gate g of unit j0 + u at
+// mm[16 g + u] when gates > 1).
+template <typename T, typename F>
+inline void tile_products(int64_t b0, int64_t b1, int64_t g0, int64_t g1, int gates, int64_t K,
+                          int64_t N, const T* a, int64_t lda, const T* panels, T* buf, F&& row) {
+  const bool plain = gates == 1;
+  over_even_chunks(g0, g1, plain ? 3 : 1, [&](int64_t g, int64_t groups) {
+    const int nv = plain ? static_cast<int>(groups) : gates;
+    const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(groups * kPanel, N - j0);
+    const T* p = panels + g * K * kPanel * gates;
+    const int64_t ldb = kPanel * gates, vstride = plain ? K * kPanel : kPanel;
+    over_even_chunks(b0, b1, tile_rows(nv), [&](int64_t m, int64_t rows) {
+      tile_mm_any<T>(nv, static_cast<int>(rows), K, a + m * lda, lda, p, ldb, vstride, buf);
+      for (int64_t r = 0; r < rows; ++r) row(m + r, j0, cnt, buf + r * nv * kPanel);
+    });
+  });
 }
 
 // Weights packed by rnnkit.fast._panels for H units per gate and depth K: (⌈H/16⌉, K, width).
@@ -211,17 +230,11 @@ inline std::pair<int64_t, int64_t> my_rows(int64_t B) {
 // out (rows [b0, b1), all N columns, row stride ldo) = x (same rows, K) · panels (G, K, 16).
 template <typename T>
 inline void rows_mm(int64_t b0, int64_t b1, int64_t K, int64_t N, const T* x, int64_t ldx,
-             const T* panels, T* out, int64_t ldo, T* buf) {
-  const int64_t G = groups_of(N);
-  over_group_tiles(0, G, 3, [&](int64_t g, int nv) {
-    const int64_t j0 = g * kPanel, cnt = std::min<int64_t>(nv * kPanel, N - j0);
-    over_row_tiles(b0, b1, tile_rows(nv), [&](int64_t m, int rows) {
-      tile_mm_any<T>(nv, rows, K, x + m * ldx, ldx, 1, panels + g * K * kPanel, kPanel,
-                     K * kPanel, buf);
-      for (int r = 0; r < rows; ++r)
-        std::copy(buf + r * nv * kPanel, buf + r * nv * kPanel + cnt, out + (m + r) * ldo + j0);
-    });
-  });
+                    const T* panels, T* out, int64_t ldo, T* buf) {
+  tile_products(b0, b1, 0, groups_of(N), 1, K, N, x, ldx, panels, buf,
+                [&](int64_t b, int64_t j0, int64_t cnt, const T* mm) {
+                  std::copy(mm, mm + cnt, out + b * ldo + j0);
+                });
 }
 
 }  // namespace rnnkit_native
