@@ -149,6 +149,27 @@ def test_dispatch_prefers_fast_path_on_cpu_for_gru_and_rnn_only():
     assert fast.layer_supported(rnnkit.LSTM(I, H, layer_norm=True))
 
 
+@pytest.mark.parametrize("strided", [True, False])
+def test_linear_matches_functional_linear(strided, monkeypatch):
+    """rnnkit.fast.linear (oneDNN on fp32 CPU, ∂x from the transposed weight in place or from a
+    copy) gives F.linear's output and gradients to fp32 rounding."""
+    fast._onednn_works()
+    if strided and not fast._ONEDNN_STRIDED:
+        pytest.skip("this torch's oneDNN linear wants a contiguous weight")
+    monkeypatch.setattr(fast, "_ONEDNN_STRIDED", strided)
+    torch.manual_seed(0)
+    x = torch.randn(4, 9, 33)
+    w, b = torch.randn(70, 33), torch.randn(70)
+    grads = []
+    for fn in (fast.linear, torch.nn.functional.linear):
+        args = [t.clone().requires_grad_() for t in (x, w, b)]
+        y = fn(*args)
+        y.backward(torch.cos(y.detach()))
+        grads.append([y.detach()] + [t.grad for t in args])
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "name",
     [
