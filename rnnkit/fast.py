@@ -1254,9 +1254,10 @@ class _GRUFunction(torch.autograd.Function):
         T, B, H = hs.shape
         if ctx.native:
             da, dxn = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, H)
-            if ctx.fused:
-                gh = torch.ops.rnnkit_native.gru_fused_backward(
-                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn
+            if ctx.fused:  # the kernel sums ∂b_hh while the rows are in cache
+                gh, g_b = torch.ops.rnnkit_native.gru_fused_backward(
+                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn,
+                    b_hh is not None,
                 )
                 g_w = _grad_weight_prev(da, h0, hs)
             else:
@@ -1266,7 +1267,7 @@ class _GRUFunction(torch.autograd.Function):
                     _contiguous(g_hs), rz, n, a_n, h_prev, alpha, w_t, onednn, da, dxn
                 )
                 g_w = _grad_weight(da.view(T * B, 3 * H), h_prev.view(T * B, H))
-            g_b = _sum_tb(da) if b_hh is not None else None
+                g_b = _sum_tb(da) if b_hh is not None else None
             da[..., 2 * H :].copy_(dxn)  # ∂x̂ = ∂â for r and z; ∂x̂_n has no factor r
             return da, gh, g_w, g_b, None, None, None
         pre, means, rstds = ctx.lists
@@ -1375,10 +1376,10 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
             dxp = hs.new_empty(T, B, 3 * H)
             d_rz, d_n = dxp[..., : 2 * H], dxp[..., 2 * H :]
             g_w = w_hh.new_empty(3 * H, H)
-            if ctx.fused:
+            if ctx.fused:  # the kernel sums ∂b_hh while the rows are in cache
                 w_n_t, w_rz_t = _panels(w_hh[2 * H :]), _panels(w_hh[: 2 * H])
-                gh = torch.ops.rnnkit_native.gru_rb_fused_backward(
-                    _contiguous(g_hs), rz, n, h0, hs, alpha, w_n_t, w_rz_t, dxp
+                gh, g_b = torch.ops.rnnkit_native.gru_rb_fused_backward(
+                    _contiguous(g_hs), rz, n, h0, hs, alpha, w_n_t, w_rz_t, dxp, b_hh is not None
                 )
                 _grad_weight_prev(d_rz, h0, hs, out=g_w[: 2 * H])
             else:
@@ -1393,8 +1394,8 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
                 )
                 torch.cat([d_rz, d_n], 2, out=dxp)
                 g_w[: 2 * H] = _grad_weight(d_rz.view(T * B, 2 * H), h_prev.view(T * B, H))
+                g_b = _sum_tb(dxp) if b_hh is not None else None
             torch.mm(d_n.reshape(T * B, H).t(), rh.view(T * B, H), out=g_w[2 * H :])
-            g_b = _sum_tb(dxp) if b_hh is not None else None
             return dxp, gh, g_w, g_b, None, None, None
         pre_rz, m_rz, s_rz, pre_n, m_n, s_n = ctx.lists
         layer_norm = ln_w is not None
