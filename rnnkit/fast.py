@@ -1256,7 +1256,16 @@ class _GRUFunction(torch.autograd.Function):
             da, dxn = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, H)
             if ctx.fused:  # the kernel sums ∂b_hh while the rows are in cache
                 gh, g_b = torch.ops.rnnkit_native.gru_fused_backward(
-                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn,
+                    _contiguous(g_hs),
+                    rz,
+                    n,
+                    a_n,
+                    h0,
+                    hs,
+                    alpha,
+                    _panels(w_hh),
+                    da,
+                    dxn,
                     b_hh is not None,
                 )
                 g_w = _grad_weight_prev(da, h0, hs)
