@@ -1255,18 +1255,9 @@ class _GRUFunction(torch.autograd.Function):
         if ctx.native:
             da, dxn = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, H)
             if ctx.fused:  # the kernel sums ∂b_hh while the rows are in cache
+                sums = b_hh is not None
                 gh, g_b = torch.ops.rnnkit_native.gru_fused_backward(
-                    _contiguous(g_hs),
-                    rz,
-                    n,
-                    a_n,
-                    h0,
-                    hs,
-                    alpha,
-                    _panels(w_hh),
-                    da,
-                    dxn,
-                    b_hh is not None,
+                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn, sums
                 )
                 g_w = _grad_weight_prev(da, h0, hs)
             else:
