@@ -16,9 +16,11 @@ one by one; here
   W_ih x_t + b_ih, which is hoisted out of the loop (one GEMM forward, two backward);
 * on fp32 CPU the step and projection GEMMs run on oneDNN (``torch.ops.mkldnn._linear_pointwise``,
   the recurrent weight reordered once per sequence into oneDNN's blocked layout), about twice the
-  rate of ``torch.mm`` where MKL takes a slow path (AMD CPUs); the weight gradients stay on
-  ``torch.mm``, which reads the transposed (T·B × G) operand in place where oneDNN would first
-  need it copied (measured faster at every shape here); float64 and CUDA use ``torch.mm``;
+  rate of ``torch.mm`` where MKL takes a slow path (AMD CPUs); the weight gradients, long
+  reductions over T·B rows, run on rnnkit's own kernel where its tile GEMM is compiled
+  (``rnnkit/native/weight_grad.cpp``, 3–15% faster than ``torch.mm`` here and summing the bias
+  gradient in the same pass), else on ``torch.mm``, which reads the transposed operand in place;
+  float64 and CUDA use ``torch.mm``;
 * the time loops themselves are TorchScript functions (Python fallback where TorchScript is
   unavailable), which takes the Python interpreter out of the per-step overhead;
 * on CPU the GRU, LSTM and Elman RNN run in rnnkit's native kernels (:mod:`rnnkit.native`, C++
@@ -168,16 +170,50 @@ def _mm_add(x: Tensor, w: Tensor, bias: Tensor | None, add: Tensor, onednn: bool
     return out
 
 
-# Weight gradients: "mm" = ``torch.mm`` on the transposed view (the BLAS reads it in place);
-# "onednn" = oneDNN's linear, which needs both operands transposed into fresh memory first.
-WGRAD_BACKEND = "mm"
+# Weight gradients: "native" = rnnkit/native/weight_grad.cpp for float32 where the tile GEMM is
+# compiled (AVX-512), torch.mm elsewhere; "mm" = always ``torch.mm`` on the transposed view (the
+# BLAS reads it in place).
+WGRAD_BACKEND = "native"
+
+
+def _native_wgrad(dy: Tensor) -> bool:
+    return (
+        WGRAD_BACKEND == "native"
+        and dy.dtype == torch.float32
+        and _native_ok(dy)
+        and _use_fused(dy)
+    )
+
+
+def _weight_grads(
+    dy: Tensor,
+    x: Tensor,
+    x0: Tensor | None = None,
+    bias: bool = False,
+    out: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """``(Σ_k ∂y_kᵀ x̃_k, Σ_k ∂y_k)`` over the rows k of ``dy (R, M)``: a weight gradient as one
+    (M × R)·(R × N) product, and the bias gradient when ``bias`` (else None).
+
+    x̃ is ``x`` or, with ``x0``, the rows of x0 followed by the first R − len(x0) rows of ``x``
+    (h_{t−1} = h_0, h_0, …, h_{T−2} without a concatenated copy). ``out`` receives the product.
+    """
+    if _native_wgrad(dy):
+        if out is None:
+            out = dy.new_empty(dy.shape[1], x.shape[1])
+        db = torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, bias)
+        return out, (db if bias else None)
+    head, rest = (dy, None) if x0 is None else (dy[: x0.shape[0]], dy[x0.shape[0] :])
+    first = x if x0 is None else x0
+    g = torch.mm(head.t(), first) if out is None else torch.mm(head.t(), first, out=out)
+    if rest is not None and rest.shape[0] > 0:
+        g.addmm_(rest.t(), x[: rest.shape[0]])
+    return g, (dy.sum(0) if bias else None)
 
 
 def _grad_weight(dy: Tensor, x: Tensor) -> Tensor:
     """Σ over rows of dyᵀ x: the weight gradient of y = x Wᵀ as one GEMM, (N × R)·(R × K)."""
-    if WGRAD_BACKEND == "onednn" and _onednn(dy):
-        return _LP(dy.t(), x.t().contiguous(), None, "none", [], "")
-    return torch.mm(dy.t(), x)
+    return _weight_grads(dy, x)[0]
 
 
 # Run the GRU, LSTM and Elman RNN on the fused sequences of rnnkit/native (gru_fused.cpp,
@@ -229,20 +265,21 @@ def _sum_prev(d: Tensor, s0: Tensor, ss: Tensor) -> Tensor:
     return out
 
 
-def _grad_weight_prev(dy: Tensor, h0: Tensor, hs: Tensor, out: Tensor | None = None) -> Tensor:
-    """Σ_t ∂y_tᵀ h_{t−1} for ``dy (T, B, N)``, h_{−1} = ``h0``, without concatenating h0 and hs.
+def _grad_weight_prev(
+    dy: Tensor, h0: Tensor, hs: Tensor, out: Tensor | None = None, bias: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """``(Σ_t ∂y_tᵀ h_{t−1}, Σ_t Σ_b ∂y_t)`` (the second only with ``bias``) for ``dy (T, B, N)``,
+    h_{−1} = ``h0``, without concatenating h0 and hs.
 
     ``dy`` may be a slice of the last dimension of a larger buffer (its rows are not copied).
     """
     T, B, N = dy.shape
-    g = torch.mm(dy[0].t(), h0) if out is None else torch.mm(dy[0].t(), h0, out=out)
-    if T > 1:
-        g.addmm_(dy[1:].reshape((T - 1) * B, N).t(), hs[:-1].reshape((T - 1) * B, -1))
-    return g
+    return _weight_grads(dy.reshape(T * B, N), hs.reshape(T * B, -1), h0, bias, out)
 
 
 class _Linear(torch.autograd.Function):
-    """y = x Wᵀ + b with the forward and ∂x = ∂y W on oneDNN, ∂W = ∂yᵀ x by :func:`_grad_weight`."""
+    """y = x Wᵀ + b with the forward and ∂x = ∂y W on oneDNN, ∂W = ∂yᵀ x (and ∂b in the same pass)
+    by :func:`_weight_grads`."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -259,9 +296,10 @@ class _Linear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             w_t = weight.t() if _ONEDNN_STRIDED else weight.t().contiguous()
             dx = _LP(dy, w_t, None, "none", [], "")
+        bias = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.needs_input_grad[1]:
-            dw = _grad_weight(dy, x)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            dw, db = _weight_grads(dy, x, bias=bias)
+        elif bias:
             db = dy.sum(0)
         return dx, dw, db
 
@@ -923,8 +961,8 @@ class _RNNFunction(torch.autograd.Function):
             gh = torch.ops.rnnkit_native.rnn_fused_backward(
                 _contiguous(g_hs), ht, alpha, ctx.relu, _panels(w_hh), dz
             )
-            g_b = _sum_tb(dz) if b_hh is not None else None
-            return dz, gh, _grad_weight_prev(dz, h0, hs), g_b, None, None, None, None
+            g_w, g_b = _grad_weight_prev(dz, h0, hs, bias=b_hh is not None)
+            return dz, gh, g_w, g_b, None, None, None, None
         pre, means, rstds = ctx.lists
         layer_norm = ln_w is not None
         dz = (ht > 0).to(ht.dtype) if ctx.relu else _one_minus_square(ht, hs.new_empty(T, B, H))
@@ -1111,8 +1149,7 @@ def _lstm_native_backward(ctx, g_hs, g_cs):
             w_ci, w_cf, w_co, lnh_w, lnc_w, a_h, a_c, w_t, onednn, dz, da, dchat,
         )  # fmt: skip
     d_a = da if da is not None else dz
-    g_w = _grad_weight_prev(d_a, h0, hs)
-    g_b = _sum_tb(d_a) if b_hh is not None else None
+    g_w, g_b = _grad_weight_prev(d_a, h0, hs, bias=b_hh is not None)
     g_ci = g_cf = g_co = None
     if w_ci is not None:
         dzv = dz.view(T, B, 4, H)
@@ -1254,12 +1291,11 @@ class _GRUFunction(torch.autograd.Function):
         T, B, H = hs.shape
         if ctx.native:
             da, dxn = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, H)
-            if ctx.fused:  # the kernel sums ∂b_hh while the rows are in cache
-                sums = b_hh is not None
-                gh, g_b = torch.ops.rnnkit_native.gru_fused_backward(
-                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn, sums
+            if ctx.fused:
+                gh = torch.ops.rnnkit_native.gru_fused_backward(
+                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn
                 )
-                g_w = _grad_weight_prev(da, h0, hs)
+                g_w, g_b = _grad_weight_prev(da, h0, hs, bias=b_hh is not None)
             else:
                 h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
                 w_t, onednn = _pack(w_hh.t(), B)
@@ -1376,12 +1412,13 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
             dxp = hs.new_empty(T, B, 3 * H)
             d_rz, d_n = dxp[..., : 2 * H], dxp[..., 2 * H :]
             g_w = w_hh.new_empty(3 * H, H)
-            if ctx.fused:  # the kernel sums ∂b_hh while the rows are in cache
+            bias = b_hh is not None
+            if ctx.fused:
                 w_n_t, w_rz_t = _panels(w_hh[2 * H :]), _panels(w_hh[: 2 * H])
-                gh, g_b = torch.ops.rnnkit_native.gru_rb_fused_backward(
-                    _contiguous(g_hs), rz, n, h0, hs, alpha, w_n_t, w_rz_t, dxp, b_hh is not None
+                gh = torch.ops.rnnkit_native.gru_rb_fused_backward(
+                    _contiguous(g_hs), rz, n, h0, hs, alpha, w_n_t, w_rz_t, dxp
                 )
-                _grad_weight_prev(d_rz, h0, hs, out=g_w[: 2 * H])
+                g_b_rz = _grad_weight_prev(d_rz, h0, hs, out=g_w[: 2 * H], bias=bias)[1]
             else:
                 h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
                 (w_rz_t, onednn), (w_n_t, _) = (
@@ -1393,9 +1430,13 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
                     _contiguous(g_hs), rz, n, h_prev, alpha, w_rz_t, w_n_t, onednn, d_rz, d_n
                 )
                 torch.cat([d_rz, d_n], 2, out=dxp)
-                g_w[: 2 * H] = _grad_weight(d_rz.view(T * B, 2 * H), h_prev.view(T * B, H))
-                g_b = _sum_tb(dxp) if b_hh is not None else None
-            torch.mm(d_n.reshape(T * B, H).t(), rh.view(T * B, H), out=g_w[2 * H :])
+                g_b_rz = _weight_grads(
+                    d_rz.view(T * B, 2 * H), h_prev.view(T * B, H), bias=bias, out=g_w[: 2 * H]
+                )[1]
+            g_b_n = _weight_grads(
+                d_n.reshape(T * B, H), rh.view(T * B, H), bias=bias, out=g_w[2 * H :]
+            )[1]
+            g_b = torch.cat([g_b_rz, g_b_n]) if bias else None
             return dxp, gh, g_w, g_b, None, None, None
         pre_rz, m_rz, s_rz, pre_n, m_n, s_n = ctx.lists
         layer_norm = ln_w is not None

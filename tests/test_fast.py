@@ -404,6 +404,45 @@ def test_tile_gemm_matches_mm(dtype, m, k, n, native_kernels, two_threads):
     torch.testing.assert_close(c, a @ b, rtol=tol, atol=tol * k)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "k,m,n,k0",
+    [(1, 1, 1, 0), (37, 13, 50, 0), (300, 20, 37, 5), (600, 8, 16, 0), (513, 17, 100, 513),
+     (700, 130, 48, 32), (0, 5, 7, 0)],
+)  # fmt: skip
+def test_weight_grad_matches_mm(dtype, k, m, n, k0, native_kernels, two_threads):
+    """dyᵀ [x0; x] and the column sums of dy: k blocks of 256 rows split at the x0 boundary,
+    partial row tiles (m not a multiple of 8), 1–3 vector column tiles with tails, a dy that is a
+    column slice of a wider buffer and a result written into a row slice."""
+    torch.manual_seed(13)
+    wide = torch.randn(k, m + 5, dtype=dtype)
+    dy = wide[:, 2 : 2 + m]  # row stride m + 5
+    x = torch.randn(k + 3, n, dtype=dtype)  # rows past k − k0 are not read
+    x0 = torch.randn(k0, n, dtype=dtype) if k0 else None
+    out = torch.full((m + 2, n), float("nan"), dtype=dtype)[1 : m + 1]
+    db = torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, True)
+    rhs = x[:k] if x0 is None else torch.cat([x0, x[: k - k0]])
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, dy.t() @ rhs, rtol=tol, atol=tol * max(k, 1))
+    torch.testing.assert_close(db, dy.sum(0), rtol=tol, atol=tol * max(k, 1))
+    assert torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, False) is None
+
+
+@pytest.mark.parametrize("backend", ["native", "mm"])
+def test_weight_grads_helper_backends_agree(backend, native_kernels, monkeypatch):
+    """rnnkit.fast._weight_grads gives the same product and bias sum on either backend, with and
+    without the h_0 rows (float32, where the native kernel runs)."""
+    monkeypatch.setattr(fast, "WGRAD_BACKEND", backend)
+    torch.manual_seed(14)
+    T, B, N, H = 9, 12, 70, 33
+    dy, h0, hs = torch.randn(T, B, N), torch.randn(B, H), torch.randn(T, B, H)
+    g, db = fast._grad_weight_prev(dy, h0, hs, bias=True)
+    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(T * B, H)
+    torch.testing.assert_close(g, dy.reshape(T * B, N).t() @ h_prev, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(db, dy.sum((0, 1)), rtol=1e-5, atol=1e-4)
+    assert fast._grad_weight_prev(dy, h0, hs)[1] is None
+
+
 def _gru_grads(reset_after, xp, h0, w, b, alpha, g_hs):
     leaves = [t.clone().requires_grad_() for t in (xp, h0, w, b)]
     hs = fast.gru_sequence(

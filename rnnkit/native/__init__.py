@@ -1,10 +1,10 @@
 """Optional native CPU kernels, compiled on first use with torch's C++ extension builder.
 
 :func:`ops` returns ``torch.ops.rnnkit_native`` (the GRU, LSTM and Elman RNN sequences of
-``gru_fused.cpp``, ``gru_steps.cpp``, ``lstm_steps.cpp`` and ``rnn_fused.cpp``; CPU tensors
-only) or ``None`` where they cannot be had: no C++ compiler, a failed build, or
-``RNNKIT_NATIVE=0`` in the environment. Callers (``rnnkit.fast``) check the
-device and dtype and keep their TorchScript loops for everything else.
+``gru_fused.cpp``, ``gru_steps.cpp``, ``lstm_steps.cpp`` and ``rnn_fused.cpp``, and the weight
+gradients of ``weight_grad.cpp``; CPU tensors only) or ``None`` where they cannot be had: no C++
+compiler, a failed build, or ``RNNKIT_NATIVE=0`` in the environment. Callers (``rnnkit.fast``)
+check the device and dtype and keep their TorchScript loops and torch.mm for everything else.
 
 The build takes about a minute once per machine and torch version; the library lands in torch's
 extension cache (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``) under a name
@@ -28,7 +28,16 @@ __all__ = ["ops", "available"]
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / f for f in ("gru_steps.cpp", "gru_fused.cpp", "lstm_steps.cpp", "rnn_fused.cpp")]
+SOURCES = [
+    HERE / f
+    for f in (
+        "gru_steps.cpp",
+        "gru_fused.cpp",
+        "lstm_steps.cpp",
+        "rnn_fused.cpp",
+        "weight_grad.cpp",
+    )
+]
 HEADERS = [HERE / "common.h", HERE / "gru_rows.h", HERE / "tile_gemm.h"]
 # -fno-trapping-math lets GCC vectorise the gate loops (floor / float→int in the exp); NaN and
 # infinity keep their IEEE meaning (no -ffast-math); OpenMP: the fused sequences' thread team (the

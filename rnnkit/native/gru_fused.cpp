@@ -14,7 +14,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <tuple>
 
 #include "gru_rows.h"
 #include "tile_gemm.h"
@@ -87,14 +86,13 @@ void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
   }
 }
 
-// w_t: W_hh packed as 16-unit panels of its columns, (G, 3H, 16). Returns ∂L/∂h_0 and, with
-// ``sums``, Σ_t Σ_b ∂a (3H: ∂b_hh), else an empty tensor.
+// w_t: W_hh packed as 16-unit panels of its columns, (G, 3H, 16). Returns ∂L/∂h_0.
 template <typename T>
-std::tuple<at::Tensor, at::Tensor> gru_fused_backward_impl(
-    const std::optional<at::Tensor>& gy, const at::Tensor& rz, const at::Tensor& n,
-    const at::Tensor& an, const at::Tensor& h0, const at::Tensor& hs,
-    const std::optional<at::Tensor>& alpha, const at::Tensor& w_t, const at::Tensor& da,
-    const at::Tensor& dxn, bool sums) {
+at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                                   const at::Tensor& n, const at::Tensor& an,
+                                   const at::Tensor& h0, const at::Tensor& hs,
+                                   const std::optional<at::Tensor>& alpha, const at::Tensor& w_t,
+                                   const at::Tensor& da, const at::Tensor& dxn) {
   const int64_t T_ = hs.size(0), B = hs.size(1), H = hs.size(2), G = groups_of(H);
   check_seq(rz, T_, B, 2 * H, "rz");
   check_seq(da, T_, B, 3 * H, "da");
@@ -109,9 +107,6 @@ std::tuple<at::Tensor, at::Tensor> gru_fused_backward_impl(
   T *DA = da.data_ptr<T>(), *DXN = dxn.data_ptr<T>(), *C = carry.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), hs.data_ptr<T>(), B, H};
 
-  const int team = team_size(B, G);
-  TeamColumnSums<T> da_sums(sums ? team : 0, 3 * H);
-
   // The rows of step s for units [j0, j0 + cnt) of batch row bb, ∂L/∂h_s's GEMM part in mm.
   auto step_rows = [&](int64_t s, int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
     const int64_t row = s * B + bb;
@@ -122,21 +117,12 @@ std::tuple<at::Tensor, at::Tensor> gru_fused_backward_impl(
                             DXN + row * H + j0, C + bb * H + j0);
   };
 
-#pragma omp parallel num_threads(team)
+#pragma omp parallel num_threads(team_size(B, G))
   {
     const Work w = my_work(B, G);
     const int64_t u0 = w.g0 * kPanel, u1 = std::min(w.g1 * kPanel, H);
     alignas(64) T buf[kTileBuf];
-    T* part = da_sums.mine();
-    // ∂a of step s, this thread's rows and units, into its ∂b_hh sums
-    auto sum_step = [&](int64_t s) {
-      if (part != nullptr)
-        for (int gate = 0; gate < 3; ++gate)
-          TeamColumnSums<T>::add_block(part, DA + s * B * 3 * H, 3 * H, w.b0, w.b1,
-                                       gate * H + u0, gate * H + u1);
-    };
     for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) step_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
-    sum_step(T_ - 1);
     team_barrier(w);
     for (int64_t t = T_ - 1; t >= 0; --t) {
       tile_products(w.b0, w.b1, w.g0, w.g1, 1, 3 * H, H, DA + t * B * 3 * H, 3 * H, W, buf,
@@ -147,12 +133,10 @@ std::tuple<at::Tensor, at::Tensor> gru_fused_backward_impl(
                         for (int64_t u = 0; u < cnt; ++u) C[bb * H + j0 + u] += mm[u];
                       }
                     });
-      if (t > 0) sum_step(t - 1);
       team_barrier(w);
     }
   }
-  if (!sums) return {carry, at::Tensor()};
-  return {carry, da_sums.reduce(hs.options())};
+  return carry;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,13 +199,13 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
 }
 
 // w_n_t: W_n as 16-unit panels of its columns, (G, H, 16); w_rz_t: W_rz likewise, (G, 2H, 16).
-// Writes ∂L/∂x̂ = ∂L/∂â = [∂r, ∂z, ∂n] into dxp (T, B, 3H); returns ∂L/∂h_0 and, with ``sums``,
-// Σ_t Σ_b dxp (3H: ∂b_hh, and ∂b_ih as well), else an empty tensor.
+// Writes ∂L/∂x̂ = ∂L/∂â = [∂r, ∂z, ∂n] into dxp (T, B, 3H); returns ∂L/∂h_0.
 template <typename T>
-std::tuple<at::Tensor, at::Tensor> gru_rb_fused_backward_impl(
-    const std::optional<at::Tensor>& gy, const at::Tensor& rz, const at::Tensor& n,
-    const at::Tensor& h0, const at::Tensor& hs, const std::optional<at::Tensor>& alpha,
-    const at::Tensor& w_n_t, const at::Tensor& w_rz_t, const at::Tensor& dxp, bool sums) {
+at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                                      const at::Tensor& n, const at::Tensor& h0,
+                                      const at::Tensor& hs, const std::optional<at::Tensor>& alpha,
+                                      const at::Tensor& w_n_t, const at::Tensor& w_rz_t,
+                                      const at::Tensor& dxp) {
   const int64_t T_ = hs.size(0), B = hs.size(1), H = hs.size(2), G = groups_of(H);
   check_seq(rz, T_, B, 2 * H, "rz");
   check_seq(dxp, T_, B, 3 * H, "dxp");
@@ -239,9 +223,6 @@ std::tuple<at::Tensor, at::Tensor> gru_rb_fused_backward_impl(
   T *DRZ = dxp.data_ptr<T>(), *DN = DRZ + 2 * H, *C = carry.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), hs.data_ptr<T>(), B, H};
 
-  const int team = team_size(B, G);
-  TeamColumnSums<T> dxp_sums(sums ? team : 0, 3 * H);
-
   // First half of step s for units [j0, j0 + cnt) of batch row bb (∂L/∂h_s's GEMM part in mm).
   auto state_rows = [&](int64_t s, int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
     const int64_t row = s * B + bb;
@@ -252,21 +233,12 @@ std::tuple<at::Tensor, at::Tensor> gru_rb_fused_backward_impl(
                                      DRZ + row * 3 * H + H + j0, C + bb * H + j0);
   };
 
-#pragma omp parallel num_threads(team)
+#pragma omp parallel num_threads(team_size(B, G))
   {
     const Work w = my_work(B, G);
     const int64_t u0 = w.g0 * kPanel, u1 = std::min(w.g1 * kPanel, H);
     alignas(64) T buf[kTileBuf];
-    T* part = dxp_sums.mine();
-    // dxp columns [c0 + u0, c0 + u1) of step s, this thread's rows, into its ∂b sums
-    auto sum_step = [&](int64_t s, int64_t c0) {
-      if (part != nullptr)
-        TeamColumnSums<T>::add_block(part, DRZ + s * B * 3 * H, 3 * H, w.b0, w.b1, c0 + u0,
-                                     c0 + u1);
-    };
     for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) state_rows(T_ - 1, bb, u0, u1 - u0, nullptr);
-    sum_step(T_ - 1, H);  // ∂z
-    sum_step(T_ - 1, 2 * H);  // ∂n
     team_barrier(w);
     for (int64_t t = T_ - 1; t >= 0; --t) {
       // ∂L/∂(r ⊙ h_{t−1}) = ∂a_n W_n, then ∂r and the r-path of ∂L/∂h_{t−1}
@@ -277,7 +249,6 @@ std::tuple<at::Tensor, at::Tensor> gru_rb_fused_backward_impl(
                                                    prev.row(t, bb) + j0, DRZ + row * 3 * H + j0,
                                                    C + bb * H + j0);
                     });
-      sum_step(t, 0);  // ∂r
       team_barrier(w);
       // ∂a_rz W_rz completes ∂L/∂h_{t−1}; then the first half of step t − 1
       tile_products(w.b0, w.b1, w.g0, w.g1, 1, 2 * H, H, DRZ + t * B * 3 * H, 3 * H, WRZ, buf,
@@ -288,15 +259,10 @@ std::tuple<at::Tensor, at::Tensor> gru_rb_fused_backward_impl(
                         for (int64_t u = 0; u < cnt; ++u) C[bb * H + j0 + u] += mm[u];
                       }
                     });
-      if (t > 0) {
-        sum_step(t - 1, H);
-        sum_step(t - 1, 2 * H);
-      }
       team_barrier(w);
     }
   }
-  if (!sums) return {carry, at::Tensor()};
-  return {carry, dxp_sums.reduce(hs.options())};
+  return carry;
 }
 
 // C (M, N) = A (M, K) · B for B packed by rnnkit.fast._panels as (G, K, 16): the tile GEMM on its
@@ -334,13 +300,12 @@ void gru_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
   RNNKIT_DISPATCH(xp, gru_fused_forward_impl, xp, h0, w, b, alpha, rz, n, an, hs);
 }
 
-std::tuple<at::Tensor, at::Tensor> gru_fused_backward(
-    const std::optional<at::Tensor>& gy, const at::Tensor& rz, const at::Tensor& n,
-    const at::Tensor& an, const at::Tensor& h0, const at::Tensor& hs,
-    const std::optional<at::Tensor>& alpha, const at::Tensor& w_t, const at::Tensor& da,
-    const at::Tensor& dxn, bool sums) {
+at::Tensor gru_fused_backward(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                              const at::Tensor& n, const at::Tensor& an, const at::Tensor& h0,
+                              const at::Tensor& hs, const std::optional<at::Tensor>& alpha,
+                              const at::Tensor& w_t, const at::Tensor& da, const at::Tensor& dxn) {
   return RNNKIT_DISPATCH_RETURN(hs, gru_fused_backward_impl, gy, rz, n, an, h0, hs, alpha, w_t,
-                                da, dxn, sums);
+                                da, dxn);
 }
 
 void gru_rb_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w_rz,
@@ -350,12 +315,12 @@ void gru_rb_fused_forward(const at::Tensor& xp, const at::Tensor& h0, const at::
   RNNKIT_DISPATCH(xp, gru_rb_fused_forward_impl, xp, h0, w_rz, w_n, b, alpha, rz, rh, n, hs);
 }
 
-std::tuple<at::Tensor, at::Tensor> gru_rb_fused_backward(
-    const std::optional<at::Tensor>& gy, const at::Tensor& rz, const at::Tensor& n,
-    const at::Tensor& h0, const at::Tensor& hs, const std::optional<at::Tensor>& alpha,
-    const at::Tensor& w_n_t, const at::Tensor& w_rz_t, const at::Tensor& dxp, bool sums) {
+at::Tensor gru_rb_fused_backward(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
+                                 const at::Tensor& n, const at::Tensor& h0, const at::Tensor& hs,
+                                 const std::optional<at::Tensor>& alpha, const at::Tensor& w_n_t,
+                                 const at::Tensor& w_rz_t, const at::Tensor& dxp) {
   return RNNKIT_DISPATCH_RETURN(hs, gru_rb_fused_backward_impl, gy, rz, n, h0, hs, alpha, w_n_t,
-                                w_rz_t, dxp, sums);
+                                w_rz_t, dxp);
 }
 
 at::Tensor panel_mm(const at::Tensor& a, const at::Tensor& panels, int64_t n) {
@@ -375,8 +340,7 @@ TORCH_LIBRARY_FRAGMENT(rnnkit_native, m) {
       &gru_fused_forward);
   m.def(
       "gru_fused_backward(Tensor? gy, Tensor rz, Tensor n, Tensor an, Tensor h0, Tensor hs, "
-      "Tensor? alpha, Tensor w_t, Tensor(a!) da, Tensor(b!) dxn, bool sums) "
-      "-> (Tensor, Tensor)",
+      "Tensor? alpha, Tensor w_t, Tensor(a!) da, Tensor(b!) dxn) -> Tensor",
       &gru_fused_backward);
   m.def(
       "gru_rb_fused_forward(Tensor xp, Tensor h0, Tensor w_rz, Tensor w_n, Tensor? b, "
@@ -384,7 +348,6 @@ TORCH_LIBRARY_FRAGMENT(rnnkit_native, m) {
       &gru_rb_fused_forward);
   m.def(
       "gru_rb_fused_backward(Tensor? gy, Tensor rz, Tensor n, Tensor h0, Tensor hs, "
-      "Tensor? alpha, Tensor w_n_t, Tensor w_rz_t, Tensor(a!) dxp, bool sums) "
-      "-> (Tensor, Tensor)",
+      "Tensor? alpha, Tensor w_n_t, Tensor w_rz_t, Tensor(a!) dxp) -> Tensor",
       &gru_rb_fused_backward);
 }

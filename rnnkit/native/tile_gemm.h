@@ -16,7 +16,6 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 #include <omp.h>
 
@@ -24,7 +23,6 @@
 #include <cstdint>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -166,31 +164,6 @@ inline Work my_work(int64_t B, int64_t G) {
   if (B >= kMinRows * nt) return {B * tid / nt, B * (tid + 1) / nt, 0, G, false};
   return {0, B, G * tid / nt, G * (tid + 1) / nt, true};
 }
-
-// Column sums of rows that a thread team writes (a bias gradient Σ_t Σ_b ∂a): each thread adds
-// the block it has just written (still in its cache) into its own part; reduce() sums the parts
-// afterwards. Adding row by row inside the tile callbacks measured ten times slower.
-template <typename T>
-struct TeamColumnSums {
-  int64_t n;
-  std::vector<T> parts;
-  TeamColumnSums(int threads, int64_t n) : n(n), parts(static_cast<size_t>(threads) * n, T(0)) {}
-  // this thread's part (inside the parallel region), null when there are no parts
-  T* mine() { return parts.empty() ? nullptr : parts.data() + omp_get_thread_num() * n; }
-  // part[c] += Σ_r src[r·ld + c] for rows [r0, r1), columns [c0, c1)
-  static void add_block(T* __restrict__ part, const T* __restrict__ src, int64_t ld, int64_t r0,
-                        int64_t r1, int64_t c0, int64_t c1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = c0; c < c1; ++c) part[c] += src[r * ld + c];
-  }
-  at::Tensor reduce(const at::TensorOptions& options) const {
-    at::Tensor out = at::zeros({n}, options);
-    T* o = out.data_ptr<T>();
-    for (size_t p = 0; p < parts.size(); p += n)
-      for (int64_t u = 0; u < n; ++u) o[u] += parts[p + u];
-    return out;
-  }
-};
 
 // body(start, count): [begin, end) in as few chunks of at most ``most`` as possible, their sizes
 // as even as possible (4 groups in tiles of 3 → 2 + 2: narrow tiles are the slow ones).
