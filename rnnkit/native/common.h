@@ -178,7 +178,7 @@ inline std::optional<at::Tensor> at_step(const std::optional<at::Tensor>& t, int
   } while (0)
 
 #define RNNKIT_DISPATCH_RETURN(tensor, name, ...)                                       \
-  [&]() {                                                                              \
+  [&]() -> at::Tensor {                                                                \
     if ((tensor).scalar_type() == at::kFloat) return name<float>(__VA_ARGS__);         \
     TORCH_CHECK((tensor).scalar_type() == at::kDouble,                                 \
                 "rnnkit native: float32 or float64 only, got ", (tensor).scalar_type()); \
