@@ -177,6 +177,7 @@ WGRAD_BACKEND = "native"
 
 
 def _native_wgrad(dy: Tensor) -> bool:
+    """:func:`_weight_grads` runs on rnnkit's kernel for this ∂y (see :data:`WGRAD_BACKEND`)."""
     return (
         WGRAD_BACKEND == "native"
         and dy.dtype == torch.float32
@@ -195,8 +196,9 @@ def _weight_grads(
     """``(Σ_k ∂y_kᵀ x̃_k, Σ_k ∂y_k)`` over the rows k of ``dy (R, M)``: a weight gradient as one
     (M × R)·(R × N) product, and the bias gradient when ``bias`` (else None).
 
-    x̃ is ``x`` or, with ``x0``, the rows of x0 followed by the first R − len(x0) rows of ``x``
-    (h_{t−1} = h_0, h_0, …, h_{T−2} without a concatenated copy). ``out`` receives the product.
+    x̃ is ``x`` or, with ``x0``, the rows of x0 followed by the first R − len(x0) rows of ``x``:
+    the previous states h_{−1}, h_0, …, h_{T−2} without a concatenated copy. ``out`` (optional)
+    receives the product.
     """
     if _native_wgrad(dy):
         if out is None:
