@@ -961,7 +961,7 @@ class _RNNFunction(torch.autograd.Function):
         if ctx.fused:
             dz = hs.new_empty(T, B, H)
             gh = torch.ops.rnnkit_native.rnn_fused_backward(
-                _contiguous(g_hs), ht, alpha, ctx.relu, _panels(w_hh), dz
+                _rows(g_hs), ht, alpha, ctx.relu, _panels(w_hh), dz
             )
             g_w, g_b = _grad_weight_prev(dz, h0, hs, bias=b_hh is not None)
             return dz, gh, g_w, g_b, None, None, None, None
@@ -1139,7 +1139,7 @@ def _lstm_native_backward(ctx, g_hs, g_cs):
     dchat = gates.new_empty(T, B, H) if lnc_w is not None else None
     if ctx.fused:
         gh, gc = torch.ops.rnnkit_native.lstm_fused_backward(
-            _contiguous(g_hs), _contiguous(g_cs), gates, ct, tc, c0, cs, ctx.pre, st_h, st_c,
+            _rows(g_hs), _rows(g_cs), gates, ct, tc, c0, cs, ctx.pre, st_h, st_c,
             w_ci, w_cf, w_co, lnh_w, lnc_w, a_h, a_c, _panels(w_hh), dz, da, dchat,
         )  # fmt: skip
     else:
@@ -1232,6 +1232,13 @@ def _contiguous(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
 
+def _rows(t: Tensor | None) -> Tensor | None:
+    """``t`` with contiguous rows (last dimension), any other strides: what the fused backwards
+    read output gradients as, so a batch-first output's gradient (a transposed view) is not
+    copied."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
 def _full(alpha: Tensor | None, T: int, B: int, H: int) -> Tensor | None:
     """α as a dense (T, B, H) tensor (it may arrive as (T, B, 1) for lengths)."""
     return None if alpha is None else alpha.expand(T, B, H).contiguous()
@@ -1295,7 +1302,7 @@ class _GRUFunction(torch.autograd.Function):
             da, dxn = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, H)
             if ctx.fused:
                 gh = torch.ops.rnnkit_native.gru_fused_backward(
-                    _contiguous(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn
+                    _rows(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn
                 )
                 g_w, g_b = _grad_weight_prev(da, h0, hs, bias=b_hh is not None)
             else:
@@ -1418,7 +1425,7 @@ class _GRUResetBeforeFunction(torch.autograd.Function):
             if ctx.fused:
                 w_n_t, w_rz_t = _panels(w_hh[2 * H :]), _panels(w_hh[: 2 * H])
                 gh = torch.ops.rnnkit_native.gru_rb_fused_backward(
-                    _contiguous(g_hs), rz, n, h0, hs, alpha, w_n_t, w_rz_t, dxp
+                    _rows(g_hs), rz, n, h0, hs, alpha, w_n_t, w_rz_t, dxp
                 )
                 g_b_rz = _grad_weight_prev(d_rz, h0, hs, out=g_w[: 2 * H], bias=bias)[1]
             else:

@@ -468,7 +468,8 @@ def test_fused_gru_equals_step_loops(
 ):
     """float64: the fused sequences equal the native step-by-step loops (every gradient), for
     batch and unit counts that leave partial tiles and panels, and with a gradient on the last
-    state only (``g_hs`` zero elsewhere) as well as on every step."""
+    state only (``g_hs`` zero elsewhere) as well as on every step, and with the gradient of a
+    batch-first output (a transposed view, which the fused backward reads in place)."""
     torch.manual_seed(12)
     xp = torch.randn(t, b, 3 * h, dtype=DT)
     h0 = torch.randn(b, h, dtype=DT)
@@ -477,7 +478,8 @@ def test_fused_gru_equals_step_loops(
     a = None if alpha is None else torch.rand(t, b, h, dtype=DT)
     if alpha == "mask":  # lengths: (T, B, 1) step masks
         a = (torch.arange(t).view(-1, 1, 1) < torch.randint(1, t + 1, (1, b, 1))).to(DT)
-    for g_hs in (torch.randn(t, b, h, dtype=DT), torch.zeros(t, b, h, dtype=DT)):
+    batch_first = torch.randn(b, t, h, dtype=DT).transpose(0, 1)
+    for g_hs in (torch.randn(t, b, h, dtype=DT), torch.zeros(t, b, h, dtype=DT), batch_first):
         g_hs[-1] = 1.0
         results = []
         for fused in (True, False):
@@ -514,7 +516,9 @@ def test_fused_lstm_equals_step_loops(
     values = {k: torch.randn(s, dtype=DT) * 0.4 for k, s in shapes.items()}
     xp, h0, c0 = torch.randn(t, b, 4 * h, dtype=DT), *torch.randn(2, b, h, dtype=DT)
     a_h = a_c = None if alpha is None else torch.rand(t, b, h, dtype=DT)
-    g_hs, g_cs = torch.randn(t, b, h, dtype=DT), torch.zeros(t, b, h, dtype=DT)
+    # batch-first layouts (transposed views), which the fused backward reads in place
+    g_hs, g_cs = torch.randn(b, t, h, dtype=DT), torch.zeros(b, t, h, dtype=DT)
+    g_hs, g_cs = g_hs.transpose(0, 1), g_cs.transpose(0, 1)
     g_cs[-1] = torch.randn(b, h, dtype=DT)
     results = []
     for fused in (True, False):
@@ -541,7 +545,7 @@ def test_fused_rnn_equals_torch_op_loop(
     a = None if alpha is None else torch.rand(t, b, h, dtype=DT)
     if alpha == "mask":
         a = (torch.arange(t).view(-1, 1, 1) < torch.randint(1, t + 1, (1, b, 1))).to(DT)
-    g_hs = torch.randn(t, b, h, dtype=DT)
+    g_hs = torch.randn(b, t, h, dtype=DT).transpose(0, 1)  # a batch-first output's gradient
     results = []
     for fused in (True, False):
         monkeypatch.setattr(fast, "FUSED", fused)

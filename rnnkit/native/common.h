@@ -133,11 +133,33 @@ inline void check_seq(const at::Tensor& t, int64_t T_, int64_t B, int64_t width,
               ") tensor, got ", t.sizes());
 }
 
-// The backward's running ∂L/∂state before the last step: the output gradient at T − 1 (a copy,
-// it is updated in place), or zeros.
+// An optional (T, B, width) sequence with contiguous rows and any step and row strides, such as
+// the gradient of a batch-first output (a transposed view): row (t, b) at p + t·st + b·sb.
+template <typename T>
+struct SeqRows {
+  const T* p = nullptr;
+  int64_t st = 0, sb = 0;
+  const T* row(int64_t t, int64_t b) const { return p + t * st + b * sb; }
+  explicit operator bool() const { return p != nullptr; }
+};
+
+template <typename T>
+SeqRows<T> seq_rows(const std::optional<at::Tensor>& t, int64_t T_, int64_t B, int64_t width,
+                    const char* name) {
+  if (!t.has_value()) return {};
+  TORCH_CHECK(t->dim() == 3 && t->size(0) == T_ && t->size(1) == B && t->size(2) == width &&
+                  (width <= 1 || t->stride(2) == 1),
+              "rnnkit native: ", name, " must be a (", T_, ", ", B, ", ", width,
+              ") tensor with contiguous rows, got sizes ", t->sizes(), ", strides ", t->strides());
+  return {t->data_ptr<T>(), t->stride(0), t->stride(1)};
+}
+
+// The backward's running ∂L/∂state before the last step: the output gradient at T − 1 (a
+// contiguous copy, it is updated in place), or zeros.
 inline at::Tensor last_grad_or_zeros(const std::optional<at::Tensor>& g, int64_t B, int64_t H,
                                      const at::TensorOptions& options) {
-  return g.has_value() ? g->select(0, g->size(0) - 1).clone() : at::zeros({B, H}, options);
+  return g.has_value() ? g->select(0, g->size(0) - 1).clone(at::MemoryFormat::Contiguous)
+                       : at::zeros({B, H}, options);
 }
 
 // x Wᵀ (+ b): ``w`` is oneDNN's packed weight (mkldnn::_reorder_linear_weight) when ``onednn``,

@@ -98,11 +98,11 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
   check_seq(da, T_, B, 3 * H, "da");
   for (const auto* t : {&n, &an, &hs, &dxn}) check_seq(*t, T_, B, H, "n / an / hs / dxn");
   if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
-  if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
+  const SeqRows<T> GY = seq_rows<T>(gy, T_, B, H, "gy");
   check_state(h0, B, H);
   check_panels(w_t, H, 3 * H, kPanel, "w_t");
   at::Tensor carry = last_grad_or_zeros(gy, B, H, hs.options());
-  const T *W = w_t.data_ptr<T>(), *AL = data_or_null<T>(alpha), *GY = data_or_null<T>(gy);
+  const T *W = w_t.data_ptr<T>(), *AL = data_or_null<T>(alpha);
   const T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>(), *AN = an.data_ptr<T>();
   T *DA = da.data_ptr<T>(), *DXN = dxn.data_ptr<T>(), *C = carry.data_ptr<T>();
   const PrevState<T> prev{h0.data_ptr<T>(), h0.stride(0), hs.data_ptr<T>(), B, H};
@@ -110,7 +110,7 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
   // The rows of step s for units [j0, j0 + cnt) of batch row bb, ∂L/∂h_s's GEMM part in mm.
   auto step_rows = [&](int64_t s, int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
     const int64_t row = s * B + bb;
-    const T* gy_prev = (GY != nullptr && s > 0) ? GY + ((s - 1) * B + bb) * H + j0 : nullptr;
+    const T* gy_prev = (GY && s > 0) ? GY.row(s - 1, bb) + j0 : nullptr;
     gru_backward_row_any<T>(cnt, H, mm, AL != nullptr ? AL + row * H + j0 : nullptr,
                             RZ + row * 2 * H + j0, N + row * H + j0, AN + row * H + j0,
                             prev.row(s, bb) + j0, gy_prev, DA + row * 3 * H + j0,
@@ -211,13 +211,13 @@ at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const
   check_seq(dxp, T_, B, 3 * H, "dxp");
   for (const auto* t : {&n, &hs}) check_seq(*t, T_, B, H, "n / hs");
   if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
-  if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
+  const SeqRows<T> GY = seq_rows<T>(gy, T_, B, H, "gy");
   check_state(h0, B, H);
   check_panels(w_n_t, H, H, kPanel, "w_n_t");
   check_panels(w_rz_t, H, 2 * H, kPanel, "w_rz_t");
   at::Tensor carry = last_grad_or_zeros(gy, B, H, hs.options());
   const T *WN = w_n_t.data_ptr<T>(), *WRZ = w_rz_t.data_ptr<T>();
-  const T *AL = data_or_null<T>(alpha), *GY = data_or_null<T>(gy);
+  const T* AL = data_or_null<T>(alpha);
   const T *RZ = rz.data_ptr<T>(), *N = n.data_ptr<T>();
   // ∂(x̂_rz + â_rz) and ∂(x̂_n + â_n): the two parts of each dxp row (row stride 3H)
   T *DRZ = dxp.data_ptr<T>(), *DN = DRZ + 2 * H, *C = carry.data_ptr<T>();
@@ -226,7 +226,7 @@ at::Tensor gru_rb_fused_backward_impl(const std::optional<at::Tensor>& gy, const
   // First half of step s for units [j0, j0 + cnt) of batch row bb (∂L/∂h_s's GEMM part in mm).
   auto state_rows = [&](int64_t s, int64_t bb, int64_t j0, int64_t cnt, const T* mm) {
     const int64_t row = s * B + bb;
-    const T* gy_prev = (GY != nullptr && s > 0) ? GY + ((s - 1) * B + bb) * H + j0 : nullptr;
+    const T* gy_prev = (GY && s > 0) ? GY.row(s - 1, bb) + j0 : nullptr;
     gru_rb_backward_state_row_any<T>(cnt, mm, AL != nullptr ? AL + row * H + j0 : nullptr,
                                      RZ + row * 2 * H + H + j0, N + row * H + j0,
                                      prev.row(s, bb) + j0, gy_prev, DN + row * 3 * H + j0,

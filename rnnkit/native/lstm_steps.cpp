@@ -503,8 +503,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_fused_backward_impl(
   check_seq(gates, T_, B, G4, "gates");
   check_seq(dz, T_, B, G4, "dz");
   for (const auto* t : {&ct, &tc, &cs}) check_seq(*t, T_, B, H, "ct / tc / cs");
-  for (const auto* t : {&gy, &gcy, &alpha_h, &alpha_c, &dchat})
-    if (t->has_value()) check_seq(**t, T_, B, H, "gy / gcy / alpha / dchat");
+  for (const auto* t : {&alpha_h, &alpha_c, &dchat})
+    if (t->has_value()) check_seq(**t, T_, B, H, "alpha / dchat");
+  const SeqRows<T> GY = seq_rows<T>(gy, T_, B, H, "gy"), GCY = seq_rows<T>(gcy, T_, B, H, "gcy");
   TORCH_CHECK(p.lnh_w == nullptr || (pre.has_value() && stats_h.has_value() && da.has_value()),
               "rnnkit native LSTM: LN_h backward needs pre, stats_h and da");
   TORCH_CHECK(p.lnc_w == nullptr || (stats_c.has_value() && dchat.has_value()),
@@ -521,7 +522,6 @@ std::tuple<at::Tensor, at::Tensor> lstm_fused_backward_impl(
   const T *C0 = c0.data_ptr<T>(), *CS = cs.data_ptr<T>(), *PRE = data_or_null<T>(pre);
   const T *SH = data_or_null<T>(stats_h), *SC = data_or_null<T>(stats_c), *W = w_t.data_ptr<T>();
   const T *AH = data_or_null<T>(alpha_h), *AC = data_or_null<T>(alpha_c);
-  const T *GY = data_or_null<T>(gy), *GCY = data_or_null<T>(gcy);
   T *DZ = dz.data_ptr<T>(), *DA = data_or_null<T>(da);
   T *DCH = data_or_null<T>(dchat);
   T *CH = carry_h.data_ptr<T>(), *CC = carry_c.data_ptr<T>(), *MM = mm_buf.data_ptr<T>();
@@ -542,8 +542,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_fused_backward_impl(
             AC != nullptr ? AC + rh : nullptr, GA + row * G4, CT + rh, TC + rh, cp + bb * H,
             PRE != nullptr ? PRE + row * G4 : nullptr, SH != nullptr ? SH + row * 2 : nullptr,
             SC != nullptr ? SC + row * 2 : nullptr,
-            (GY != nullptr && s > 0) ? GY + ((s - 1) * B + bb) * H : nullptr,
-            (GCY != nullptr && s > 0) ? GCY + ((s - 1) * B + bb) * H : nullptr, DZ + row * G4,
+            (GY && s > 0) ? GY.row(s - 1, bb) : nullptr,
+            (GCY && s > 0) ? GCY.row(s - 1, bb) : nullptr, DZ + row * G4,
             DA != nullptr ? DA + row * G4 : nullptr, DCH != nullptr ? DCH + rh : nullptr,
             CH + bb * H, CC + bb * H, scratch.get());
       }

@@ -70,13 +70,12 @@ at::Tensor rnn_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
   const int64_t T_ = ht.size(0), B = ht.size(1), H = ht.size(2);
   for (const auto* t : {&ht, &dz}) check_seq(*t, T_, B, H, "ht / dz");
   if (alpha.has_value()) check_seq(*alpha, T_, B, H, "alpha");
-  if (gy.has_value()) check_seq(*gy, T_, B, H, "gy");
+  const SeqRows<T> GY = seq_rows<T>(gy, T_, B, H, "gy");
   at::Tensor carry = last_grad_or_zeros(gy, B, H, ht.options());
   check_rnn_weights(w_t, carry, B, H);
   at::Tensor mm = at::zeros({B, H}, ht.options());
   const T *W = w_t.data_ptr<T>(), *HT = ht.data_ptr<T>();
   const T *AL = data_or_null<T>(alpha);
-  const T *GY = data_or_null<T>(gy);
   T *DZ = dz.data_ptr<T>(), *C = carry.data_ptr<T>(), *MM = mm.data_ptr<T>();
 
 #pragma omp parallel num_threads(row_team(B))
@@ -97,8 +96,8 @@ at::Tensor rnn_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
           d[j] = g * (relu ? (h[j] > T(0) ? T(1) : T(0)) : T(1) - h[j] * h[j]);
           c[j] -= g;  // what reaches s_{t−1} around the cell (0 without α)
         }
-        if (GY != nullptr && t > 0) {
-          const T* __restrict__ y = GY + ((t - 1) * B + bb) * H;
+        if (GY && t > 0) {
+          const T* __restrict__ y = GY.row(t - 1, bb);
           for (int64_t j = 0; j < H; ++j) c[j] += y[j];
         }
       }
