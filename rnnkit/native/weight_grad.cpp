@@ -133,8 +133,9 @@ at::Tensor weight_grad_impl(const at::Tensor& dy, const at::Tensor& x,
   TORCH_CHECK(out.size(0) == M && x.size(1) == N && K0 <= K && x.size(0) >= K - K0,
               "rnnkit native: weight_grad shapes dy ", dy.sizes(), ", x ", x.sizes(), ", out ",
               out.sizes());
-  for (const at::Tensor* t : {&x, &out})
-    TORCH_CHECK(t->scalar_type() == dy.scalar_type(), "rnnkit native: dtypes differ");
+  TORCH_CHECK(x.scalar_type() == dy.scalar_type() && out.scalar_type() == dy.scalar_type() &&
+                  (!x0.has_value() || x0->scalar_type() == dy.scalar_type()),
+              "rnnkit native: weight_grad operands must share dy's dtype");
   at::Tensor db = sums ? at::zeros({M}, dy.options()) : at::Tensor();
   if (M == 0 || N == 0) return db;
   if (K == 0) {
