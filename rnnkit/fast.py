@@ -186,6 +186,13 @@ def _native_wgrad(dy: Tensor) -> bool:
     )
 
 
+def _rows(t: Tensor | None) -> Tensor | None:
+    """``t`` with contiguous rows (last dimension) and any other strides, copied only when its rows
+    are not: how the native kernels read their operands (a batch-first output's gradient, a
+    transposed view, is read in place)."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
 def _weight_grads(
     dy: Tensor,
     x: Tensor,
@@ -203,6 +210,7 @@ def _weight_grads(
     if _native_wgrad(dy):
         if out is None:
             out = dy.new_empty(dy.shape[1], x.shape[1])
+        dy, x, x0 = _rows(dy), _rows(x), _rows(x0)  # the kernel reads rows in place
         db = torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, bias)
         return out, (db if bias else None)
     head, rest = (dy, None) if x0 is None else (dy[: x0.shape[0]], dy[x0.shape[0] :])
@@ -1230,13 +1238,6 @@ def _use_native(xp: Tensor, ln_w: Tensor | None) -> bool:
 
 def _contiguous(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
-
-
-def _rows(t: Tensor | None) -> Tensor | None:
-    """``t`` with contiguous rows (last dimension), any other strides: what the fused backwards
-    read output gradients as, so a batch-first output's gradient (a transposed view) is not
-    copied."""
-    return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
 def _full(alpha: Tensor | None, T: int, B: int, H: int) -> Tensor | None:

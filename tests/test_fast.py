@@ -150,15 +150,17 @@ def test_dispatch_prefers_fast_path_on_cpu_for_gru_and_rnn_only():
 
 
 @pytest.mark.parametrize("strided", [True, False])
-def test_linear_matches_functional_linear(strided, monkeypatch):
+@pytest.mark.parametrize("x_rows", ["contiguous", "strided"])
+def test_linear_matches_functional_linear(strided, x_rows, monkeypatch):
     """rnnkit.fast.linear (oneDNN on fp32 CPU, ∂x from the transposed weight in place or from a
-    copy) gives F.linear's output and gradients to fp32 rounding."""
+    copy; ∂W on the native kernel where built) gives F.linear's output and gradients to fp32
+    rounding, also for an input whose features are not contiguous."""
     fast._onednn_works()
     if strided and not fast._ONEDNN_STRIDED:
         pytest.skip("this torch's oneDNN linear wants a contiguous weight")
     monkeypatch.setattr(fast, "_ONEDNN_STRIDED", strided)
     torch.manual_seed(0)
-    x = torch.randn(4, 9, 33)
+    x = torch.randn(4, 9, 33) if x_rows == "contiguous" else torch.randn(4, 9, 66)[..., ::2]
     w, b = torch.randn(70, 33), torch.randn(70)
     grads = []
     for fn in (fast.linear, torch.nn.functional.linear):
