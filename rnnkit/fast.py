@@ -1302,18 +1302,23 @@ class _GRUFunction(torch.autograd.Function):
         if ctx.native:
             da, dxn = hs.new_empty(T, B, 3 * H), hs.new_empty(T, B, H)
             if ctx.fused:
+                # returns with da = ∂x̂ = [∂â_r, ∂â_z, ∂x̂_n] and dxn = ∂â_n (swapped in the loop)
                 gh = torch.ops.rnnkit_native.gru_fused_backward(
                     _rows(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn
                 )
-                g_w, g_b = _grad_weight_prev(da, h0, hs, bias=b_hh is not None)
-            else:
-                h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
-                w_t, onednn = _pack(w_hh.t(), B)
-                gh = torch.ops.rnnkit_native.gru_backward_seq(
-                    _contiguous(g_hs), rz, n, a_n, h_prev, alpha, w_t, onednn, da, dxn
-                )
-                g_w = _grad_weight(da.view(T * B, 3 * H), h_prev.view(T * B, H))
-                g_b = _sum_tb(da) if b_hh is not None else None
+                bias = b_hh is not None
+                g_w = w_hh.new_empty(3 * H, H)
+                g_b_rz = _grad_weight_prev(da[..., : 2 * H], h0, hs, g_w[: 2 * H], bias)[1]
+                g_b_n = _grad_weight_prev(dxn, h0, hs, g_w[2 * H :], bias)[1]
+                g_b = torch.cat([g_b_rz, g_b_n]) if bias else None
+                return da, gh, g_w, g_b, None, None, None
+            h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
+            w_t, onednn = _pack(w_hh.t(), B)
+            gh = torch.ops.rnnkit_native.gru_backward_seq(
+                _contiguous(g_hs), rz, n, a_n, h_prev, alpha, w_t, onednn, da, dxn
+            )
+            g_w = _grad_weight(da.view(T * B, 3 * H), h_prev.view(T * B, H))
+            g_b = _sum_tb(da) if b_hh is not None else None
             da[..., 2 * H :].copy_(dxn)  # ∂x̂ = ∂â for r and z; ∂x̂_n has no factor r
             return da, gh, g_w, g_b, None, None, None
         pre, means, rstds = ctx.lists

@@ -87,6 +87,11 @@ void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
 }
 
 // w_t: W_hh packed as 16-unit panels of its columns, (G, 3H, 16). Returns ∂L/∂h_0.
+//
+// On return da holds ∂L/∂x̂ = [∂â_r, ∂â_z, ∂x̂_n] (the input projection's gradient) and dxn holds
+// ∂â_n = r ⊙ ∂x̂_n (for W_hh's gradient): step t's product needs ∂â in da's rows, so once it is
+// done the thread swaps its share of the n-parts while the rows are still in cache, instead of a
+// pass over the whole buffers afterwards.
 template <typename T>
 at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at::Tensor& rz,
                                    const at::Tensor& n, const at::Tensor& an,
@@ -133,7 +138,12 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
                         for (int64_t u = 0; u < cnt; ++u) C[bb * H + j0 + u] += mm[u];
                       }
                     });
-      team_barrier(w);
+      team_barrier(w);  // every thread is done reading step t's rows of da
+      for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) {
+        const int64_t row = t * B + bb;
+        std::swap_ranges(DA + row * 3 * H + 2 * H + u0, DA + row * 3 * H + 2 * H + u1,
+                         DXN + row * H + u0);
+      }
     }
   }
   return carry;
