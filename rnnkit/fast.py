@@ -176,6 +176,9 @@ def _mm_add(x: Tensor, w: Tensor, bias: Tensor | None, add: Tensor, onednn: bool
 WGRAD_BACKEND = "native"
 
 
+_WGRAD_ROWS = 8  # result rows per tile of weight_grad.cpp (dy's width when dy2 follows)
+
+
 def _native_wgrad(dy: Tensor) -> bool:
     """:func:`_weight_grads` runs on rnnkit's kernel for this ∂y (see :data:`WGRAD_BACKEND`)."""
     return (
@@ -199,26 +202,34 @@ def _weight_grads(
     x0: Tensor | None = None,
     bias: bool = False,
     out: Tensor | None = None,
+    dy2: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """``(Σ_k ∂y_kᵀ x̃_k, Σ_k ∂y_k)`` over the rows k of ``dy (R, M)``: a weight gradient as one
     (M × R)·(R × N) product, and the bias gradient when ``bias`` (else None).
 
     x̃ is ``x`` or, with ``x0``, the rows of x0 followed by the first R − len(x0) rows of ``x``:
-    the previous states h_{−1}, h_0, …, h_{T−2} without a concatenated copy. ``out`` (optional)
+    the previous states h_{−1}, h_0, …, h_{T−2} without a concatenated copy. With ``dy2 (R, M2)``
+    ∂y is ``[dy dy2]`` (columns side by side) without a concatenated copy. ``out`` (optional)
     receives the product.
     """
-    if _native_wgrad(dy):
-        if out is None:
-            out = dy.new_empty(dy.shape[1], x.shape[1])
-        dy, x, x0 = _rows(dy), _rows(x), _rows(x0)  # the kernel reads rows in place
-        db = torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, bias)
+    M = dy.shape[1] + (0 if dy2 is None else dy2.shape[1])
+    if out is None:
+        out = dy.new_empty(M, x.shape[1])
+    if _native_wgrad(dy) and (dy2 is None or dy.shape[1] % _WGRAD_ROWS == 0):
+        dy, x, x0, dy2 = _rows(dy), _rows(x), _rows(x0), _rows(dy2)  # read in place
+        db = torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, bias, dy2)
         return out, (db if bias else None)
+    if dy2 is not None:
+        M1 = dy.shape[1]
+        db1 = _weight_grads(dy, x, x0, bias, out[:M1])[1]
+        db2 = _weight_grads(dy2, x, x0, bias, out[M1:])[1]
+        return out, (torch.cat([db1, db2]) if bias else None)
     head, rest = (dy, None) if x0 is None else (dy[: x0.shape[0]], dy[x0.shape[0] :])
     first = x if x0 is None else x0
-    g = torch.mm(head.t(), first) if out is None else torch.mm(head.t(), first, out=out)
+    torch.mm(head.t(), first, out=out)
     if rest is not None and rest.shape[0] > 0:
-        g.addmm_(rest.t(), x[: rest.shape[0]])
-    return g, (dy.sum(0) if bias else None)
+        out.addmm_(rest.t(), x[: rest.shape[0]])
+    return out, (dy.sum(0) if bias else None)
 
 
 def _grad_weight(dy: Tensor, x: Tensor) -> Tensor:
@@ -276,15 +287,21 @@ def _sum_prev(d: Tensor, s0: Tensor, ss: Tensor) -> Tensor:
 
 
 def _grad_weight_prev(
-    dy: Tensor, h0: Tensor, hs: Tensor, out: Tensor | None = None, bias: bool = False
+    dy: Tensor,
+    h0: Tensor,
+    hs: Tensor,
+    out: Tensor | None = None,
+    bias: bool = False,
+    dy2: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """``(Σ_t ∂y_tᵀ h_{t−1}, Σ_t Σ_b ∂y_t)`` (the second only with ``bias``) for ``dy (T, B, N)``,
-    h_{−1} = ``h0``, without concatenating h0 and hs.
+    """``(Σ_t ∂y_tᵀ h_{t−1}, Σ_t Σ_b ∂y_t)`` (the second only with ``bias``) for ``dy (T, B, N)``
+    (with ``dy2 (T, B, N2)``: ∂y = [dy dy2]), h_{−1} = ``h0``, without concatenating h0 and hs.
 
     ``dy`` may be a slice of the last dimension of a larger buffer (its rows are not copied).
     """
     T, B, N = dy.shape
-    return _weight_grads(dy.reshape(T * B, N), hs.reshape(T * B, -1), h0, bias, out)
+    rest = None if dy2 is None else dy2.reshape(T * B, -1)
+    return _weight_grads(dy.reshape(T * B, N), hs.reshape(T * B, -1), h0, bias, out, rest)
 
 
 class _Linear(torch.autograd.Function):
@@ -1306,11 +1323,7 @@ class _GRUFunction(torch.autograd.Function):
                 gh = torch.ops.rnnkit_native.gru_fused_backward(
                     _rows(g_hs), rz, n, a_n, h0, hs, alpha, _panels(w_hh), da, dxn
                 )
-                bias = b_hh is not None
-                g_w = w_hh.new_empty(3 * H, H)
-                g_b_rz = _grad_weight_prev(da[..., : 2 * H], h0, hs, g_w[: 2 * H], bias)[1]
-                g_b_n = _grad_weight_prev(dxn, h0, hs, g_w[2 * H :], bias)[1]
-                g_b = torch.cat([g_b_rz, g_b_n]) if bias else None
+                g_w, g_b = _grad_weight_prev(da[..., : 2 * H], h0, hs, None, b_hh is not None, dxn)
                 return da, gh, g_w, g_b, None, None, None
             h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])
             w_t, onednn = _pack(w_hh.t(), B)

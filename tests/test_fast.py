@@ -430,6 +430,50 @@ def test_weight_grad_matches_mm(dtype, k, m, n, k0, native_kernels, two_threads)
     assert torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, False) is None
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "k,m1,m2,n,k0",
+    [(1, 8, 1, 1, 0), (37, 16, 13, 50, 0), (300, 24, 20, 37, 5), (700, 128, 64, 48, 32),
+     (5, 0, 9, 7, 0)],
+)  # fmt: skip
+def test_weight_grad_two_dy_operands(dtype, k, m1, m2, n, k0, native_kernels, two_threads):
+    """[dy dy2]ᵀ [x0; x] and its column sums, ∂y's columns read from two tensors (dy2 after dy's
+    m1, a multiple of 8, columns): tiles on both sides of the boundary, a thread's slab that spans
+    it, dy2 a column slice, a partial last tile in dy2."""
+    torch.manual_seed(15)
+    dy = torch.randn(k, m1 + 3, dtype=dtype)[:, :m1]
+    dy2 = torch.randn(k, m2 + 4, dtype=dtype)[:, 1 : 1 + m2]
+    x = torch.randn(k + 1, n, dtype=dtype)
+    x0 = torch.randn(k0, n, dtype=dtype) if k0 else None
+    out = torch.full((m1 + m2, n), float("nan"), dtype=dtype)
+    db = torch.ops.rnnkit_native.weight_grad(dy, x, x0, out, True, dy2)
+    both = torch.cat([dy, dy2], 1)
+    rhs = x[:k] if x0 is None else torch.cat([x0, x[: k - k0]])
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, both.t() @ rhs, rtol=tol, atol=tol * k)
+    torch.testing.assert_close(db, both.sum(0), rtol=tol, atol=tol * k)
+    if m2 % 8:  # dy2 first: a tile would straddle the two tensors
+        with pytest.raises(RuntimeError, match="multiple of 8"):
+            torch.ops.rnnkit_native.weight_grad(dy2, x, x0, out, False, dy)
+
+
+@pytest.mark.parametrize("backend", ["native", "mm"])
+@pytest.mark.parametrize("n2", [24, 13])
+def test_weight_grads_helper_two_dy_operands(backend, n2, native_kernels, monkeypatch):
+    """_grad_weight_prev with ∂y split in two tensors equals the product of their concatenation,
+    on either backend and whether or not the first width suits the kernel's tiles."""
+    monkeypatch.setattr(fast, "WGRAD_BACKEND", backend)
+    torch.manual_seed(16)
+    T, B, H = 6, 10, 21
+    dy, dy2 = torch.randn(T, B, n2), torch.randn(T, B, 11)
+    h0, hs = torch.randn(B, H), torch.randn(T, B, H)
+    g, db = fast._grad_weight_prev(dy, h0, hs, bias=True, dy2=dy2)
+    both = torch.cat([dy, dy2], 2).reshape(T * B, -1)
+    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(T * B, H)
+    torch.testing.assert_close(g, both.t() @ h_prev, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(db, both.sum(0), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("backend", ["native", "mm"])
 def test_weight_grads_helper_backends_agree(backend, native_kernels, monkeypatch):
     """rnnkit.fast._weight_grads gives the same product and bias sum on either backend, with and

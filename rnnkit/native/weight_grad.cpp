@@ -12,7 +12,8 @@
 //
 // The rows of x may come from two tensors, x0 for the first rows and then x: the recurrent weight
 // gradient's h_{t−1} (the initial state, then the states of steps 0 … T − 2) without a
-// concatenated copy.
+// concatenated copy. Likewise the columns of ∂y may come from two tensors, dy then dy2: the GRU's
+// ∂â_r, ∂â_z (in the projection-gradient buffer) and ∂â_n (a buffer of its own).
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -115,16 +116,24 @@ void check_rows(const at::Tensor& t, const char* name) {
               " strides ", t.strides());
 }
 
-// out (M, N) = dyᵀ · [x0; x] for dy (K, M), x0 (K0, N) (optional), x (≥ K − K0, N: its first
-// K − K0 rows are used). Returns Σ_k dy_k (M) with ``sums``, else an undefined tensor.
+// out (M, N) = [dy dy2]ᵀ · [x0; x] for dy (K, M1), dy2 (K, M − M1) (optional; M1 a multiple of
+// 8), x0 (K0, N) (optional), x (≥ K − K0, N: its first K − K0 rows are used). Returns Σ_k [dy
+// dy2]_k (M) with ``sums``, else an undefined tensor.
 template <typename T>
 at::Tensor weight_grad_impl(const at::Tensor& dy, const at::Tensor& x,
                             const std::optional<at::Tensor>& x0, const at::Tensor& out,
-                            bool sums) {
+                            bool sums, const std::optional<at::Tensor>& dy2) {
   check_rows(dy, "dy");
   check_rows(x, "x");
   check_rows(out, "out");
-  const int64_t K = dy.size(0), M = dy.size(1), N = out.size(1);
+  const int64_t K = dy.size(0), M1 = dy.size(1), N = out.size(1);
+  const int64_t M = M1 + (dy2.has_value() ? dy2->size(1) : 0);
+  if (dy2.has_value()) {
+    check_rows(*dy2, "dy2");
+    TORCH_CHECK(dy2->size(0) == K && M1 % kRows == 0 && dy2->scalar_type() == dy.scalar_type(),
+                "rnnkit native: dy2 must have dy's rows and dtype, and dy a multiple of ", kRows,
+                " columns; got dy ", dy.sizes(), ", dy2 ", dy2->sizes());
+  }
   const int64_t K0 = x0.has_value() ? x0->size(0) : 0;
   if (x0.has_value()) {
     check_rows(*x0, "x0");
@@ -143,8 +152,10 @@ at::Tensor weight_grad_impl(const at::Tensor& dy, const at::Tensor& x,
     return db;
   }
   const T *A = dy.data_ptr<T>(), *X = x.data_ptr<T>();
+  const T* A2 = dy2.has_value() ? dy2->data_ptr<T>() : nullptr;
   const T* X0 = x0.has_value() ? x0->data_ptr<T>() : nullptr;
-  const int64_t lda = dy.stride(0), ldx = x.stride(0), ldc = out.stride(0);
+  const int64_t lda = dy.stride(0), lda2 = dy2.has_value() ? dy2->stride(0) : 0;
+  const int64_t ldx = x.stride(0), ldc = out.stride(0);
   const int64_t ldx0 = x0.has_value() ? x0->stride(0) : 0;
   T *C = out.data_ptr<T>(), *DB = sums ? db.data_ptr<T>() : nullptr;
   const int64_t groups = groups_of(N), chunks = (groups + 2) / 3;  // column tiles of ≤ 3 vectors
@@ -163,8 +174,11 @@ at::Tensor weight_grad_impl(const at::Tensor& dy, const at::Tensor& x,
       const int64_t kk = kend - k0;
       const T* b = k0 < K0 ? X0 + k0 * ldx0 : X + (k0 - K0) * ldx;
       const int64_t ldb = k0 < K0 ? ldx0 : ldx;
-      const T* a = A + k0 * lda;
-      if (DB != nullptr) add_column_sums(DB, a, lda, kk, m0, m1);
+      const T *a = A + k0 * lda, *a2 = A2 + k0 * lda2;  // a2: null without dy2
+      if (DB != nullptr) {
+        if (m0 < M1) add_column_sums(DB, a, lda, kk, m0, std::min(m1, M1));
+        if (m1 > M1) add_column_sums(DB + M1, a2, lda2, kk, std::max(m0, M1) - M1, m1 - M1);
+      }
       for (int64_t q0 = p0; q0 < p1; q0 += kSlab / kRows) {
         const int64_t q1 = std::min(p1, q0 + kSlab / kRows);
         for (int64_t j = 0; j < chunks; ++j) {
@@ -174,16 +188,19 @@ at::Tensor weight_grad_impl(const at::Tensor& dy, const at::Tensor& x,
           const int cols = static_cast<int>(width - (nv - 1) * kPanel);
           for (int64_t p = q0; p < q1; ++p) {
             const int rows = static_cast<int>(std::min<int64_t>(kRows, M - p * kRows));
+            // this tile's 8 columns of ∂y: in dy, or in dy2 past the first M1
+            const T* at = p * kRows < M1 ? a + p * kRows : a2 + (p * kRows - M1);
+            const int64_t ld = p * kRows < M1 ? lda : lda2;
             if (rows < kRows) {
               // the last tile: read only existing columns of dy through a zero-padded copy
               T pad[kDepth * kRows] = {};
               for (int64_t k = 0; k < kk; ++k)
-                for (int r = 0; r < rows; ++r) pad[k * kRows + r] = a[k * lda + p * kRows + r];
+                for (int r = 0; r < rows; ++r) pad[k * kRows + r] = at[k * ld + r];
               wgrad_tile_any<T>(nv, kk, pad, kRows, b + n0, ldb, C + p * kRows * ldc + n0, ldc,
                                 !first, rows, cols);
             } else {
-              wgrad_tile_any<T>(nv, kk, a + p * kRows, lda, b + n0, ldb,
-                                C + p * kRows * ldc + n0, ldc, !first, rows, cols);
+              wgrad_tile_any<T>(nv, kk, at, ld, b + n0, ldb, C + p * kRows * ldc + n0, ldc,
+                                !first, rows, cols);
             }
           }
         }
@@ -196,8 +213,9 @@ at::Tensor weight_grad_impl(const at::Tensor& dy, const at::Tensor& x,
 }
 
 at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x,
-                       const std::optional<at::Tensor>& x0, const at::Tensor& out, bool sums) {
-  return RNNKIT_DISPATCH_RETURN(dy, weight_grad_impl, dy, x, x0, out, sums);
+                       const std::optional<at::Tensor>& x0, const at::Tensor& out, bool sums,
+                       const std::optional<at::Tensor>& dy2) {
+  return RNNKIT_DISPATCH_RETURN(dy, weight_grad_impl, dy, x, x0, out, sums, dy2);
 }
 
 }  // namespace
@@ -205,6 +223,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x,
 
 TORCH_LIBRARY_FRAGMENT(rnnkit_native, m) {
   m.def(
-      "weight_grad(Tensor dy, Tensor x, Tensor? x0, Tensor(a!) out, bool sums) -> Tensor",
+      "weight_grad(Tensor dy, Tensor x, Tensor? x0, Tensor(a!) out, bool sums, "
+      "Tensor? dy2=None) -> Tensor",
       &rnnkit_native::weight_grad);
 }
