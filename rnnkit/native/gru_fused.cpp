@@ -26,6 +26,16 @@ void check_state(const at::Tensor& h0, int64_t B, int64_t H) {
               "rnnkit native: h0 must be (", B, ", ", H, ") with contiguous rows");
 }
 
+// Exchanges a[0, n) and b[0, n) (distinct memory).
+template <typename T>
+inline void swap_rows(int64_t n, T* __restrict__ a, T* __restrict__ b) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T x = a[j];
+    a[j] = b[j];
+    b[j] = x;
+  }
+}
+
 // h_{t−1} for step t: the initial state at t = 0, else row block t − 1 of hs.
 template <typename T>
 struct PrevState {
@@ -141,8 +151,7 @@ at::Tensor gru_fused_backward_impl(const std::optional<at::Tensor>& gy, const at
       team_barrier(w);  // every thread is done reading step t's rows of da
       for (int64_t bb = w.b0; bb < w.b1 && u1 > u0; ++bb) {
         const int64_t row = t * B + bb;
-        std::swap_ranges(DA + row * 3 * H + 2 * H + u0, DA + row * 3 * H + 2 * H + u1,
-                         DXN + row * H + u0);
+        swap_rows(u1 - u0, DA + row * 3 * H + 2 * H + u0, DXN + row * H + u0);
       }
     }
   }

@@ -44,11 +44,8 @@ inline void gru_backward_row(int64_t cnt, int64_t H, const T* __restrict__ mm,
                              const T* __restrict__ n, const T* __restrict__ an,
                              const T* __restrict__ hp, const T* __restrict__ gy,
                              T* __restrict__ da, T* __restrict__ dxn, T* __restrict__ carry) {
-  if (mm != nullptr) {
-    for (int64_t j = 0; j < cnt; ++j) carry[j] += mm[j];
-  }
   for (int64_t j = 0; j < cnt; ++j) {
-    const T gh = carry[j];
+    const T gh = mm != nullptr ? carry[j] + mm[j] : carry[j];
     T gj = gh;
     if constexpr (kAlpha) gj = gh * alpha[j];
     const T r = rz[j], z = rz[H + j], nn = n[j];
