@@ -36,6 +36,16 @@ inline void swap_rows(int64_t n, T* __restrict__ a, T* __restrict__ b) {
   }
 }
 
+// Adds b_hh to one row of a fused tile: ``gates`` gates side by side (16 apart in the tile), units
+// j0 … j0 + cnt − 1 of each, starting at gate ``first`` of the bias (gates H apart); no bias, no-op.
+template <typename T>
+inline void add_tile_bias(T* a, const T* bias, int gates, int first, int64_t H, int64_t j0,
+                          int64_t cnt) {
+  if (bias == nullptr) return;
+  for (int gate = 0; gate < gates; ++gate)
+    for (int64_t u = 0; u < cnt; ++u) a[gate * kPanel + u] += bias[(first + gate) * H + j0 + u];
+}
+
 // h_{t−1} for step t: the initial state at t = 0, else row block t − 1 of hs.
 template <typename T>
 struct PrevState {
@@ -80,10 +90,7 @@ void gru_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const at
       tile_products(w.b0, w.b1, w.g0, w.g1, 3, H, H, prev.rows(t), prev.ld(t), W, buf,
                     [&](int64_t bb, int64_t j0, int64_t cnt, T* a) {
                       const int64_t row = t * B + bb;
-                      if (bias != nullptr)
-                        for (int gate = 0; gate < 3; ++gate)
-                          for (int64_t u = 0; u < cnt; ++u)
-                            a[gate * kPanel + u] += bias[gate * H + j0 + u];
+                      add_tile_bias(a, bias, 3, 0, H, j0, cnt);
                       const T* hp = prev.row(t, bb) + j0;
                       T* out = HS + row * H + j0;
                       gru_forward_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel, hp,
@@ -191,10 +198,7 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
       tile_products(w.b0, w.b1, w.g0, w.g1, 2, H, H, prev.rows(t), prev.ld(t), WRZ, buf,
                     [&](int64_t bb, int64_t j0, int64_t cnt, T* a) {
                       const int64_t row = t * B + bb;
-                      if (bias != nullptr)
-                        for (int gate = 0; gate < 2; ++gate)
-                          for (int64_t u = 0; u < cnt; ++u)
-                            a[gate * kPanel + u] += bias[gate * H + j0 + u];
+                      add_tile_bias(a, bias, 2, 0, H, j0, cnt);
                       gru_rb_gates_row<T>(cnt, H, X + row * 3 * H + j0, a, kPanel,
                                           prev.row(t, bb) + j0, RZ + row * 2 * H + j0,
                                           RH + row * H + j0);
@@ -204,8 +208,7 @@ void gru_rb_fused_forward_impl(const at::Tensor& xp, const at::Tensor& h0, const
       tile_products(w.b0, w.b1, w.g0, w.g1, 1, H, H, RH + t * B * H, H, WN, buf,
                     [&](int64_t bb, int64_t j0, int64_t cnt, T* a) {
                       const int64_t row = t * B + bb;
-                      if (bias != nullptr)
-                        for (int64_t u = 0; u < cnt; ++u) a[u] += bias[2 * H + j0 + u];
+                      add_tile_bias(a, bias, 1, 2, H, j0, cnt);
                       const T* hp = prev.row(t, bb) + j0;
                       T* out = HS + row * H + j0;
                       gru_rb_state_row<T>(cnt, X + row * 3 * H + 2 * H + j0, a, hp,
