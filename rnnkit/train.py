@@ -156,6 +156,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (NumPy's with ``seed mod 2³²``)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
