@@ -122,3 +122,65 @@ def test_purge_step_hides_what_an_interrupted_run_logged_after_its_checkpoint(tm
         logger.log_train({"step": 30, "loss": 99.0})
     events = _read(log_dir).Scalars("train/loss")
     assert [(e.step, e.value) for e in events] == [(10, 10.0), (20, 20.0), (30, 99.0)]
+
+
+def _train(tmp_path, *extra):
+    """A tiny character LM trained through the CLI with --log tensorboard (2 evaluations)."""
+    from rnnkit.cli import main
+
+    text = tmp_path / "tiny.txt"
+    if not text.exists():
+        text.write_text("the cat sat on the mat.\nthe dog sat on the log.\n" * 40)
+    argv = ["-q", "train", "lm", "--data", str(text), "--hidden-size", "8", "--embed-size", "4",
+            "--batch-size", "4", "--bptt", "8", "--eval-every", "2", "--log-every", "1",
+            "--no-progress", "--threads", "1", "--log", "tensorboard", *extra]  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_training_with_log_tensorboard_writes_the_event_file(tmp_path):
+    run = tmp_path / "run"
+    _train(tmp_path, "--max-steps", "4", "--out", str(run))
+    acc = _read(run / "tensorboard")
+    assert set(acc.Tags()["scalars"]) == TRAIN_TAGS | VALID_TAGS
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in acc.Scalars("valid/loss")] == [2, 4]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [e.value for e in acc.Scalars("valid/loss")] == pytest.approx(
+        [r["val_loss"] for r in evals], rel=1e-6
+    )
+    # one text sample per evaluation, recorded in metrics.jsonl (the source of truth) too
+    samples = [r for r in records if r["kind"] == "sample"]
+    assert [r["step"] for r in samples] == [2, 4]
+    assert all(len(r["text"]) > 0 and set(r["text"]) <= set("the catsondglm.\n") for r in samples)
+    assert [e.step for e in acc.Tensors("sample/text_summary")] == [2, 4]
+    assert "config/text_summary" in acc.Tags()["tensors"]
+    # the replayed view has the same scalars
+    replayed = _read(replay_metrics(run, tmp_path / "replayed"))
+    for tag in TRAIN_TAGS | VALID_TAGS:
+        assert [e.value for e in replayed.Scalars(tag)] == [e.value for e in acc.Scalars(tag)]
+
+
+def test_resumed_run_keeps_one_event_per_step(tmp_path):
+    run = tmp_path / "run"
+    _train(tmp_path, "--max-steps", "4", "--out", str(run))
+    from rnnkit.cli import main
+
+    argv = ["-q", "train", "lm", "--resume", str(run), "--max-steps", "6", "--no-progress"]
+    assert main(argv) == 0
+    acc = _read(run / "tensorboard")
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in acc.Scalars("valid/loss")] == [2, 4, 6]
+
+
+def test_without_the_flag_no_event_file_and_no_samples(tmp_path):
+    from rnnkit.cli import main
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("abc abc abc\n" * 50)
+    argv = ["-q", "train", "lm", "--data", str(text), "--hidden-size", "8", "--embed-size", "4",
+            "--batch-size", "2", "--bptt", "8", "--max-steps", "2", "--no-progress",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert '"sample"' not in (tmp_path / "run" / "metrics.jsonl").read_text()
