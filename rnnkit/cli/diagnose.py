@@ -52,13 +52,8 @@ def add_cell_options(p) -> None:
     )
     p.add_argument("--layer-norm", action="store_true", help="layer-normalised cell")
     p.add_argument("--forget-bias", type=float, default=0.0, help="lstm: initial forget bias")
-    p.add_argument(
-        "--init-scale",
-        type=float,
-        default=None,
-        metavar="S",
-        help="redraw W_hh ~ N(0, S²/H) (spectral radius ≈ S)",
-    )
+    scale_help = "redraw W_hh ~ N(0, S²/H) (spectral radius ≈ S)"
+    p.add_argument("--init-scale", type=float, metavar="S", help=scale_help)  # default None
 
 
 def _spec_parser():
