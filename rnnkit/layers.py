@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import fast as _fast
 from rnnkit.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from rnnkit.sequence import check_lengths, reverse_padded, step_mask
 from rnnkit.state import LSTMState, as_lstm_state, map_state
 
 __all__ = [
@@ -40,42 +41,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # The time loop
 # ---------------------------------------------------------------------------------------------
-def check_lengths(lengths, batch_size: int, seq_len: int) -> Tensor:
-    """Validate per-sequence lengths and return them as a CPU int64 tensor."""
-    if isinstance(lengths, Tensor):
-        if lengths.is_floating_point() or lengths.is_complex():
-            raise ValueError(f"lengths must be integers; got dtype {lengths.dtype}")
-        lengths = lengths.detach().to("cpu", torch.int64)
-    else:
-        lengths = torch.as_tensor(list(lengths), dtype=torch.int64)
-    if lengths.dim() != 1 or lengths.numel() != batch_size:
-        raise ValueError(
-            f"lengths must have one entry per sequence: expected shape ({batch_size},); "
-            f"got {tuple(lengths.shape)}"
-        )
-    if batch_size and (lengths.min() <= 0 or lengths.max() > seq_len):
-        raise ValueError(
-            f"lengths must lie in 1..{seq_len} (the padded length T); "
-            f"got min {int(lengths.min())}, max {int(lengths.max())}"
-        )
-    return lengths
-
-
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of ``x (B, T, ...)`` within its own length; padding stays at the end.
-
-    Applying it twice gives ``x`` back, so it also maps reversed outputs to the original order.
-    """
-    if lengths is None:
-        return x.flip(1)
-    T = x.shape[1]
-    t = torch.arange(T)
-    L = lengths.unsqueeze(1)  # (B, 1)
-    idx = torch.where(t < L, L - 1 - t, t).to(x.device)  # (B, T)
-    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, idx)
-
-
 def _zoneout(prev, new, p: float, training: bool):
     """Zoneout (Krueger et al. 2017): each unit keeps its previous value with probability p.
 
@@ -125,8 +90,7 @@ def run_direction(
     xp = cell.project_input(x, params)  # (B, T, G·H): one GEMM for every step
     masks = None
     if lengths is not None:
-        steps = torch.arange(x.shape[1]).unsqueeze(1)  # (T, 1)
-        masks = (steps < lengths.unsqueeze(0)).to(x.device).unsqueeze(-1).unbind(0)  # T × (B, 1)
+        masks = step_mask(lengths, x.shape[1]).to(x.device).unbind(0)  # T × (B, 1)
     outputs, cells = [], []
     for t, xp_t in enumerate(xp.unbind(1)):
         h, new_state = cell.step(xp_t, state, params)
