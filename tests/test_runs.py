@@ -164,3 +164,40 @@ def test_plot_refuses_a_run_without_losses(tmp_path):
     with pytest.raises(ValueError, match="metrics.jsonl: no training or validation loss"):
         plot_runs([run.path], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_runs_table_sorted_and_json(runs_root, capsys):
+    from rnnkit.cli import main
+
+    assert main(["runs", str(runs_root), "--sort", "best", "--reverse"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["task", "cell", "size"] and len(out) == 5
+    assert out[1].rstrip().endswith("ptb")  # the largest figure first: perplexity 121.5
+    assert main(["runs", str(runs_root / "lm-a"), str(runs_root / "ptb"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in rows] == [str(runs_root / "lm-a"), str(runs_root / "ptb")]
+    assert rows[0]["size"] == "2×64" and rows[1]["metric"] == "val_perplexity"
+
+
+def test_cli_runs_bad_input_exits_2(runs_root, tmp_path, capsys):
+    from rnnkit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["runs", str(runs_root), "--sort", "colour"])
+    assert exc.value.code == 2
+    assert main(["runs", str(tmp_path / "missing")]) == 2
+    assert "missing: no such file or directory" in capsys.readouterr().err
+    assert main(["runs", str(tmp_path)]) == 0  # an empty folder: no rows, a note on stderr
+    assert "no run folders" in capsys.readouterr().err
+
+
+def test_cli_plot_writes_one_png(runs_root, tmp_path, capsys):
+    from rnnkit.cli import main
+
+    out = tmp_path / "compare.png"
+    argv = ["plot", str(runs_root / "lm-a"), str(runs_root / "real"), "--out", str(out)]
+    assert main([*argv, "--labels", "hand,real"]) == 0
+    assert out.stat().st_size > 1000 and "wrote" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    assert main([*argv, "--labels", "one"]) == 2  # two runs, one label
