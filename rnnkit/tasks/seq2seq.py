@@ -62,7 +62,8 @@ from rnnkit.errors import DataError
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
-from rnnkit.tasks.classifier import BucketedBatches, make_recurrent, split_holdout
+from rnnkit.tasks.common.batching import BucketedBatches, split_holdout
+from rnnkit.tasks.common.recurrent import build_recurrent
 
 __all__ = [
     "LENGTH_BUCKETS",
@@ -205,7 +206,7 @@ class Seq2Seq(nn.Module):
         self.is_lstm = c.cell == "lstm"
 
         self.source_embedding = nn.Embedding(len(self.source_vocab), E, padding_idx=0)
-        self.encoder = make_recurrent(
+        self.encoder = build_recurrent(
             c.cell, E, c.hidden_size, c.num_layers, c.bidirectional, c.dropout
         )
         self.memory_size = c.hidden_size * (2 if c.bidirectional else 1)

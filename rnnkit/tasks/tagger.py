@@ -59,10 +59,10 @@ from rnnkit.tasks.classifier import (
     collate,
     length_sorted_batches,
     load_word_vectors,
-    make_recurrent,
     split_holdout,
     to_device,
 )
+from rnnkit.tasks.common.recurrent import build_recurrent
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
 
@@ -175,17 +175,17 @@ class Tagger(nn.Module):
             c.word_dropout,
             c.embed_init,
         )
-        self.rnn = make_recurrent(
+        self.rnn = build_recurrent(
             c.cell,
             self.embedder.out_size,
             c.hidden_size,
             c.num_layers,
             c.bidirectional,
             c.dropout,
-            c.nonlinearity,
-            c.init,
-            c.forget_bias,
-            c.layer_norm,
+            nonlinearity=c.nonlinearity,
+            init=c.init,
+            forget_bias=c.forget_bias,
+            layer_norm=c.layer_norm,
         )
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), len(self.tags))

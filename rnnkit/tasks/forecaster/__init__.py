@@ -51,6 +51,7 @@ validation mean squared error over horizons 1…H, forecasts rolled out recursiv
 
 from __future__ import annotations
 
+from rnnkit.tasks.common.recurrent import LAYERS
 from rnnkit.tasks.forecaster.baselines import (
     ARModel,
     compare_methods,
@@ -59,7 +60,7 @@ from rnnkit.tasks.forecaster.baselines import (
     seasonal_naive,
     select_ar_order,
 )
-from rnnkit.tasks.forecaster.config import BALL, LAYERS, ForecasterConfig, ForecasterData
+from rnnkit.tasks.forecaster.config import BALL, ForecasterConfig, ForecasterData
 from rnnkit.tasks.forecaster.losses import gaussian_nll, quantile_loss
 from rnnkit.tasks.forecaster.model import Forecaster, ForecastState, autoregressive_rollout
 from rnnkit.tasks.forecaster.report import forecast_report, format_report

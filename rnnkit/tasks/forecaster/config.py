@@ -10,9 +10,7 @@ from rnnkit.data.series import (
     TRANSFORMS,
 )
 from rnnkit.errors import DataError
-from rnnkit.layers import GRU, LSTM, RNN
 
-LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 BALL = "ball"
 
 

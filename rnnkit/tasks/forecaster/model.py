@@ -17,7 +17,8 @@ from rnnkit.data.series import (
 )
 from rnnkit.errors import DataError
 from rnnkit.tasks.base import Output
-from rnnkit.tasks.forecaster.config import LAYERS, ForecasterData, _parse_quantiles
+from rnnkit.tasks.common.recurrent import build_recurrent
+from rnnkit.tasks.forecaster.config import ForecasterData, _parse_quantiles
 from rnnkit.tasks.forecaster.losses import _masked_mean, gaussian_nll, quantile_loss
 
 if TYPE_CHECKING:
@@ -75,12 +76,12 @@ class Forecaster(nn.Module):
         self.columns = names.split(",") if names else [str(i + 1) for i in range(c.input_size)]
         self.steps = c.horizon if c.strategy == "direct" else 1  # S
         self.outputs = {"point": 1, "gaussian": 2, "quantile": len(self.levels)}[c.head]  # K
-        self.rnn = LAYERS[c.cell](
+        self.rnn = build_recurrent(
+            c.cell,
             c.input_size * (2 if c.differences else 1),
             c.hidden_size,
-            num_layers=c.num_layers,
-            batch_first=True,
-            dropout=c.dropout if c.num_layers > 1 else 0.0,
+            c.num_layers,
+            dropout=c.dropout,
         )
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size, self.steps * c.input_size * self.outputs)
