@@ -1,4 +1,4 @@
-"""The many-to-one :class:`Classifier`: encoder, pooling, head; predict and saliency."""
+"""The many-to-one :class:`Classifier`: encoder, pooling, head; predict and evaluation."""
 
 from __future__ import annotations
 
