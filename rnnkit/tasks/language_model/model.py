@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.data.vocab import Vocab
+from rnnkit.decoding import concat_states
 from rnnkit.errors import DataError
 from rnnkit.regularizers import norm_stabilizer
+from rnnkit.state import map_state
 from rnnkit.tasks.base import Output
 from rnnkit.tasks.common.recurrent import build_recurrent
 from rnnkit.tasks.language_model.config import tokenize_text
@@ -85,6 +87,39 @@ class TextModel(nn.Module):
             logits, state = out.logits[0, -1], out.state
         return logits, state
 
+    # -- stepping: the batched pieces generation is made of ---------------------------------
+    #: which dimension of every state tensor is the batch (the layers' (L, B, H) by default)
+    state_batch_dim: int = 1
+
+    @torch.no_grad()
+    def prime(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, Tensor]:
+        """Read a batch of token-id prompts (any lengths, each ≥ 1 id): returns the batched
+        ``state`` after each prompt and the logits of the next token, ``(B, V)``."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("prime() needs at least one prompt, each of at least one token id")
+        runs = [self._advance(list(p)) for p in prompts]
+        state = concat_states([st for _, st in runs], self.state_batch_dim)
+        return state, torch.stack([lg for lg, _ in runs])
+
+    @torch.no_grad()
+    def step(self, ids: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed one token per row, ``ids (B,)``: returns the next logits ``(B, V)`` and state."""
+        out = self(ids.view(-1, 1).to(self.device), state)
+        return out.logits[:, -1], out.state
+
+    def select_state(self, state: Any, rows: Sequence[int] | Tensor) -> Any:
+        """The rows ``rows`` of a batched ``state`` (to drop finished streams or reorder)."""
+        rows = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
+        return map_state(lambda t: t.index_select(self.state_batch_dim, rows), state)
+
+    def banned_ids(self) -> list[int]:
+        """Ids never sampled: the specials, except ``<eos>`` for word models (a line end)."""
+        return [
+            i
+            for i in range(len(self.vocab.specials))
+            if i != self.vocab.eos_id or self.vocab.level == "char"
+        ]
+
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -104,6 +139,25 @@ class TextModel(nn.Module):
         probability reaches p; temperature 0 is greedy (argmax). ``on_text`` receives each
         token's text as it is sampled (streaming).
         """
+        return self.sample_text(prompt, length, temperature, top_k, top_p, seed, on_text, unknown)[
+            0
+        ]
+
+    @torch.no_grad()
+    def sample_text(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+        unknown: str | None = None,
+        stop: Sequence[str] = (),
+    ) -> tuple[str, int, str]:
+        """:meth:`generate` that also stops at the first of the ``stop`` strings (cut off, not
+        included): returns ``(text, tokens drawn, finish_reason "length" | "stop")``."""
         self.eval()
         context = prompt if prompt else self.default_context()
         ids = self.encode(context, unknown)
@@ -111,13 +165,11 @@ class TextModel(nn.Module):
             raise DataError("the prompt has no characters left after dropping unknown ones")
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
-        logits, state = self._advance(ids)
+        state, logits = self.prime([ids])
+        logits = logits[0]
         new_ids: list[int] = []
-        banned = [
-            i
-            for i in range(len(self.vocab.specials))
-            if i != self.vocab.eos_id or self.vocab.level == "char"
-        ]  # words may end a line; nothing else special
+        banned = self.banned_ids()
+        stop = [s for s in stop if s]
         for _ in range(length):
             logits = logits.clone()
             logits[banned] = -math.inf
@@ -126,8 +178,14 @@ class TextModel(nn.Module):
                 before = self._render(new_ids)
                 on_text(self._render(new_ids + [nxt])[len(before) :])
             new_ids.append(nxt)
-            logits, state = self._advance([nxt], state)
-        return self._render(new_ids)
+            if stop:
+                text = self._render(new_ids)
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                if cut >= 0:
+                    return text[:cut], len(new_ids), "stop"
+            step_logits, state = self.step(torch.tensor([nxt]), state)
+            logits = step_logits[0]
+        return self._render(new_ids), len(new_ids), "length"
 
     @torch.no_grad()
     def log_probs(
@@ -393,6 +451,8 @@ class WindowLanguageModel(TextModel):
     before the start read ``<pad>``. Its ``state`` is simply the last N−1 token ids (B, N−1), so
     the same trainer and inference code serve it; unlike an RNN it can never see further back.
     """
+
+    state_batch_dim = 0
 
     def __init__(self, config: LanguageModelConfig, vocab: Vocab):
         super().__init__()
