@@ -39,6 +39,7 @@ __all__ = [
     "TranslateRequest",
     "TranslateResult",
     "infer",
+    "refuse",
 ]
 
 
@@ -565,14 +566,13 @@ class MusicRequest(Message):
     top_p: float | None = None
     max_chars: int = 2000
     seed: int | None = None
-    midi: bool = False
     checks: ClassVar = {"tunes": (_positive, "an integer >= 1")} | _SAMPLING
 
 
 @dataclass
 class MusicResult(Message):
-    """The tunes: each ``number``, ``abc`` text, why it ``ended`` and, when asked, ``midi`` (the
-    standard MIDI file, base64).
+    """The tunes: each ``number``, its ``abc`` text and why sampling ``ended`` (``eos``,
+    ``blank line``, ``next tune`` or ``max_chars``).
 
     >>> MusicResult([{"number": 1, "abc": "X:1\\nK:D\\nabc|", "ended": "eos"}]).tunes[0]["ended"]
     'eos'
@@ -593,3 +593,12 @@ def infer(model: Any, request: Message) -> Message:
             f"a {type(model).__name__} does not answer {type(request).__name__}; it answers {names}"
         )
     return model.infer(request)
+
+
+def refuse(model: Any, request: Any) -> Message:
+    """The ``ValueError`` a model's ``infer`` raises for a request it does not answer."""
+    names = ", ".join(t.__name__ for t in getattr(model, "answers", ())) or "nothing"
+    what = type(request).__name__
+    if isinstance(request, EvaluateRequest) and request.data is None:
+        raise ValueError("EvaluateRequest.data: expected a file to evaluate on; got null")
+    raise ValueError(f"a {type(model).__name__} does not answer {what}; it answers {names}")

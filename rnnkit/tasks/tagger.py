@@ -39,6 +39,7 @@ from rnnkit.crf import LinearChainCRF, bio_transitions
 from rnnkit.data.conll import TAGGED_FORMATS, TaggedSentence, clean_token, read_tagged
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
+from rnnkit.inference import EvaluateRequest, EvaluateResult, TagRequest, TagResult, refuse
 from rnnkit.metrics import (
     bio_spans,
     confusion_matrix,
@@ -290,6 +291,21 @@ class Tagger(nn.Module):
                 ]
             results.append(r)
         return results
+
+    #: the requests :meth:`infer` answers
+    answers = (TagRequest, EvaluateRequest)
+
+    def infer(self, request):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+        if isinstance(request, TagRequest):
+            return TagResult(self.tag(request.texts))
+        if isinstance(request, EvaluateRequest):
+            return EvaluateResult(
+                self.evaluate_file(
+                    request.data, confusion=request.confusion, encoding=request.encoding
+                )
+            )
+        return refuse(self, request)
 
     @staticmethod
     def format_tagged(result: dict[str, Any]) -> str:

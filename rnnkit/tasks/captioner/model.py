@@ -27,6 +27,7 @@ from rnnkit.image_encoders import (
     load_efficientnet_lite0,
     pixels_to_tensor,
 )
+from rnnkit.inference import CaptionRequest, CaptionResult, EvaluateRequest, EvaluateResult, refuse
 from rnnkit.layers import LSTM
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
@@ -356,6 +357,26 @@ class Captioner(nn.Module):
         }
 
     # -- inference on files -------------------------------------------------------------------
+    #: the requests :meth:`infer` answers
+    answers = (CaptionRequest, EvaluateRequest)
+
+    def infer(self, request):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+        if isinstance(request, CaptionRequest):
+            return CaptionResult(
+                [
+                    {**c, "image": str(c["image"])}
+                    for c in self.caption(request.images, request.beam_size, request.max_len)
+                ]
+            )
+        if isinstance(request, EvaluateRequest):
+            return EvaluateResult(
+                self.evaluate_file(
+                    request.data, confusion=request.confusion, encoding=request.encoding
+                )
+            )
+        return refuse(self, request)
+
     def caption(
         self,
         images: Sequence[str | os.PathLike[str]],

@@ -13,6 +13,13 @@ from torch import Tensor, nn
 
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
+from rnnkit.inference import (
+    ClassifyRequest,
+    ClassifyResult,
+    EvaluateRequest,
+    EvaluateResult,
+    refuse,
+)
 from rnnkit.metrics import classification_report, plot_confusion_matrix
 from rnnkit.tasks.base import Output
 from rnnkit.tasks.classifier.config import CHAR_SPECIALS, POOLINGS
@@ -227,6 +234,21 @@ class Classifier(nn.Module):
                 }
             )
         return results
+
+    #: the requests :meth:`infer` answers
+    answers = (ClassifyRequest, EvaluateRequest)
+
+    def infer(self, request):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+        if isinstance(request, ClassifyRequest):
+            return ClassifyResult(self.predict(request.texts))
+        if isinstance(request, EvaluateRequest):
+            return EvaluateResult(
+                self.evaluate_file(
+                    request.data, confusion=request.confusion, encoding=request.encoding
+                )
+            )
+        return refuse(self, request)
 
     @torch.no_grad()
     def evaluate_examples(self, examples: Sequence[Example], batch_size: int = 256) -> dict:

@@ -16,6 +16,7 @@ from rnnkit.data.series import (
     causal_fill,
 )
 from rnnkit.errors import DataError
+from rnnkit.inference import ForecastRequest, ForecastResult, refuse
 from rnnkit.tasks.base import Output
 from rnnkit.tasks.common.recurrent import build_recurrent
 from rnnkit.tasks.forecaster.config import ForecasterData, _parse_quantiles
@@ -328,6 +329,24 @@ class Forecaster(nn.Module):
         x = x[:, -self.data_config.window :]
         z = np.stack([causal_fill(self.normalizer(s)) for s in x])
         return torch.from_numpy(np.nan_to_num(z, nan=0.0)).float().to(self.device)
+
+    #: the requests :meth:`infer` answers
+    answers = (ForecastRequest,)
+
+    def infer(self, request):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+        if not isinstance(request, ForecastRequest):
+            return refuse(self, request)
+        r = request
+        out = self.forecast(
+            np.asarray(r.history, dtype=np.float64), r.horizon, r.level, r.samples, r.seed
+        )
+
+        def rows(a):
+            return None if a is None else np.asarray(a, dtype=np.float64).tolist()
+
+        level = r.level if out["lower"] is not None else None
+        return ForecastResult(rows(out["mean"]), rows(out["lower"]), rows(out["upper"]), level)
 
     def forecast(
         self,

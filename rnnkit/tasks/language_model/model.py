@@ -15,6 +15,19 @@ from torch import Tensor, nn
 from rnnkit.data.vocab import Vocab
 from rnnkit.decoding import concat_states
 from rnnkit.errors import DataError
+from rnnkit.inference import (
+    CompleteRequest,
+    CompleteResult,
+    EvaluateRequest,
+    EvaluateResult,
+    GenerateRequest,
+    GenerateResult,
+    ScoreRequest,
+    ScoreResult,
+)
+from rnnkit.inference import (
+    refuse as _refuse,
+)
 from rnnkit.regularizers import norm_stabilizer
 from rnnkit.state import map_state
 from rnnkit.tasks.base import Output
@@ -186,6 +199,46 @@ class TextModel(nn.Module):
             step_logits, state = self.step(torch.tensor([nxt]), state)
             logits = step_logits[0]
         return self._render(new_ids), len(new_ids), "length"
+
+    #: the requests :meth:`infer` answers
+    answers = (GenerateRequest, ScoreRequest, CompleteRequest, EvaluateRequest)
+
+    def infer(self, request):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+        if isinstance(request, GenerateRequest):
+            r = request
+            text, tokens, reason = self.sample_text(
+                r.prompt,
+                r.max_tokens,
+                r.temperature,
+                r.top_k,
+                r.top_p,
+                r.seed,
+                unknown=r.unknown,
+                stop=r.stop,
+            )
+            return GenerateResult(
+                r.prompt, text, r.temperature, r.top_k, r.top_p, r.seed, tokens, reason
+            )
+        if isinstance(request, ScoreRequest):
+            scores = [self.score(t, request.context, request.unknown) for t in request.texts]
+            order = sorted(range(len(scores)), key=lambda i: -scores[i]["log_prob"])
+            for rank, i in enumerate(order, 1):
+                scores[i]["rank"] = rank
+            return ScoreResult(scores)
+        if isinstance(request, CompleteRequest):
+            if self.vocab.level == "word":
+                found = self.next_words(request.text, request.k, request.unknown)
+            else:
+                found = self.complete(request.text, request.k, unknown=request.unknown)
+            return CompleteResult(request.text, found)
+        if isinstance(request, EvaluateRequest) and request.data is not None:
+            from rnnkit.data.readers import read_text
+
+            m = self.evaluate_text(read_text(request.data, request.encoding))
+            keys = ("tokens", "loss", "bits", "perplexity")
+            return EvaluateResult({"data": request.data} | {k: m[k] for k in keys})
+        return _refuse(self, request)
 
     @torch.no_grad()
     def log_probs(

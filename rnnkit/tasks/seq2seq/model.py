@@ -16,6 +16,13 @@ from rnnkit.data.parallel import detokenize, read_parallel, tokenize
 from rnnkit.data.vocab import SPECIALS, Vocab
 from rnnkit.decoding import Hypothesis, beam_search, greedy_decode
 from rnnkit.errors import DataError
+from rnnkit.inference import (
+    EvaluateRequest,
+    EvaluateResult,
+    TranslateRequest,
+    TranslateResult,
+    refuse,
+)
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
@@ -263,6 +270,29 @@ class Seq2Seq(nn.Module):
                     h.attention = h.attention[:, : len(sources[i])]
                 out[i] = h
         return out  # type: ignore[return-value]
+
+    #: the requests :meth:`infer` answers
+    answers = (TranslateRequest, EvaluateRequest)
+
+    def infer(self, request):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+        if isinstance(request, TranslateRequest):
+            return TranslateResult(
+                self.translate(
+                    request.texts,
+                    beam_size=request.beam_size,
+                    max_len=request.max_len,
+                    length_penalty=request.length_penalty,
+                    attention=request.attention,
+                )
+            )
+        if isinstance(request, EvaluateRequest):
+            return EvaluateResult(
+                self.evaluate_file(
+                    request.data, confusion=request.confusion, encoding=request.encoding
+                )
+            )
+        return refuse(self, request)
 
     def translate(
         self,
