@@ -1,8 +1,8 @@
 """The inference contract: one typed request → result pair per use, with JSON round trips.
 
-Every loaded task model answers ``model.infer(request) -> result`` (see :func:`infer`); the CLI's
-``--json`` output, the server and the exporter all speak these types, so none of them re-implements
-sampling, beam search, batching or formatting. Each type's ``to_json()`` gives a plain dict (for a
+Every loaded task model answers ``model.infer(request) -> result`` (its ``answers`` lists the
+request types it takes); the CLI's ``--json`` output, the server and the exporter all speak
+these types, so none of them re-implements sampling, beam search, batching or formatting. Each type's ``to_json()`` gives a plain dict (for a
 result: what ``rnnkit <verb> --json`` prints; a result over several inputs gives one such dict per
 input from ``lines()``) and ``from_json(dict)`` checks it, raising ``ValueError`` that names the
 field and what was expected. This module imports no task: tasks import it.
@@ -38,7 +38,6 @@ __all__ = [
     "TagResult",
     "TranslateRequest",
     "TranslateResult",
-    "infer",
     "refuse",
 ]
 
@@ -582,17 +581,6 @@ class MusicResult(Message):
 
     def lines(self) -> list[dict[str, Any]]:
         return list(self.tunes)
-
-
-def infer(model: Any, request: Message) -> Message:
-    """``model.infer(request)``, with a ``ValueError`` naming what the model answers otherwise."""
-    answers = getattr(model, "answers", ())
-    if type(request) not in answers:
-        names = ", ".join(t.__name__ for t in answers) or "nothing"
-        raise ValueError(
-            f"a {type(model).__name__} does not answer {type(request).__name__}; it answers {names}"
-        )
-    return model.infer(request)
 
 
 def refuse(model: Any, request: Any) -> Message:
