@@ -39,7 +39,7 @@ from rnnkit.crf import LinearChainCRF, bio_transitions
 from rnnkit.data.conll import TAGGED_FORMATS, TaggedSentence, clean_token, read_tagged
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
-from rnnkit.inference import EvaluateRequest, EvaluateResult, TagRequest, TagResult, refuse
+from rnnkit.inference import EvaluateRequest, TagRequest, TagResult
 from rnnkit.metrics import (
     bio_spans,
     confusion_matrix,
@@ -63,6 +63,7 @@ from rnnkit.tasks.classifier import (
     split_holdout,
     to_device,
 )
+from rnnkit.tasks.common.answer import answer
 from rnnkit.tasks.common.recurrent import build_recurrent
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
@@ -297,15 +298,7 @@ class Tagger(nn.Module):
 
     def infer(self, request):
         """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        if isinstance(request, TagRequest):
-            return TagResult(self.tag(request.texts))
-        if isinstance(request, EvaluateRequest):
-            return EvaluateResult(
-                self.evaluate_file(
-                    request.data, confusion=request.confusion, encoding=request.encoding
-                )
-            )
-        return refuse(self, request)
+        return answer(self, request, TagRequest, lambda r: TagResult(self.tag(r.texts)))
 
     @staticmethod
     def format_tagged(result: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from rnnkit.image_encoders import (
     load_efficientnet_lite0,
     pixels_to_tensor,
 )
-from rnnkit.inference import CaptionRequest, CaptionResult, EvaluateRequest, EvaluateResult, refuse
+from rnnkit.inference import CaptionRequest, CaptionResult, EvaluateRequest
 from rnnkit.layers import LSTM
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
@@ -43,6 +43,7 @@ from rnnkit.tasks.captioner.data import (
     read_image,
 )
 from rnnkit.tasks.captioner.plot import plot_attention_overlay
+from rnnkit.tasks.common.answer import answer
 
 if TYPE_CHECKING:
     from rnnkit.tasks.captioner.config import CaptionData, CaptionerConfig
@@ -362,20 +363,17 @@ class Captioner(nn.Module):
 
     def infer(self, request):
         """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        if isinstance(request, CaptionRequest):
-            return CaptionResult(
+        return answer(
+            self,
+            request,
+            CaptionRequest,
+            lambda r: CaptionResult(
                 [
                     {**c, "image": str(c["image"])}
-                    for c in self.caption(request.images, request.beam_size, request.max_len)
+                    for c in self.caption(r.images, r.beam_size, r.max_len)
                 ]
-            )
-        if isinstance(request, EvaluateRequest):
-            return EvaluateResult(
-                self.evaluate_file(
-                    request.data, confusion=request.confusion, encoding=request.encoding
-                )
-            )
-        return refuse(self, request)
+            ),
+        )
 
     def caption(
         self,

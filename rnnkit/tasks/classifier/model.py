@@ -17,8 +17,6 @@ from rnnkit.inference import (
     ClassifyRequest,
     ClassifyResult,
     EvaluateRequest,
-    EvaluateResult,
-    refuse,
 )
 from rnnkit.metrics import classification_report, plot_confusion_matrix
 from rnnkit.tasks.base import Output
@@ -26,6 +24,7 @@ from rnnkit.tasks.classifier.config import CHAR_SPECIALS, POOLINGS
 from rnnkit.tasks.classifier.data import encode_all, read_examples, read_split
 from rnnkit.tasks.classifier.encoders import TokenEmbedder, TokenEncoder
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
+from rnnkit.tasks.common.answer import answer
 from rnnkit.tasks.common.batching import Example, collate, length_sorted_batches, to_device
 from rnnkit.tasks.common.recurrent import build_recurrent
 
@@ -240,15 +239,9 @@ class Classifier(nn.Module):
 
     def infer(self, request):
         """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        if isinstance(request, ClassifyRequest):
-            return ClassifyResult(self.predict(request.texts))
-        if isinstance(request, EvaluateRequest):
-            return EvaluateResult(
-                self.evaluate_file(
-                    request.data, confusion=request.confusion, encoding=request.encoding
-                )
-            )
-        return refuse(self, request)
+        return answer(
+            self, request, ClassifyRequest, lambda r: ClassifyResult(self.predict(r.texts))
+        )
 
     @torch.no_grad()
     def evaluate_examples(self, examples: Sequence[Example], batch_size: int = 256) -> dict:

@@ -18,14 +18,13 @@ from rnnkit.decoding import Hypothesis, beam_search, greedy_decode
 from rnnkit.errors import DataError
 from rnnkit.inference import (
     EvaluateRequest,
-    EvaluateResult,
     TranslateRequest,
     TranslateResult,
-    refuse,
 )
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output
+from rnnkit.tasks.common.answer import answer
 from rnnkit.tasks.common.recurrent import build_recurrent
 from rnnkit.tasks.seq2seq.config import CELLS, LENGTH_BUCKETS
 from rnnkit.tasks.seq2seq.data import _sorted_chunks, read_split
@@ -276,23 +275,20 @@ class Seq2Seq(nn.Module):
 
     def infer(self, request):
         """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        if isinstance(request, TranslateRequest):
-            return TranslateResult(
+        return answer(
+            self,
+            request,
+            TranslateRequest,
+            lambda r: TranslateResult(
                 self.translate(
-                    request.texts,
-                    beam_size=request.beam_size,
-                    max_len=request.max_len,
-                    length_penalty=request.length_penalty,
-                    attention=request.attention,
+                    r.texts,
+                    beam_size=r.beam_size,
+                    max_len=r.max_len,
+                    length_penalty=r.length_penalty,
+                    attention=r.attention,
                 )
-            )
-        if isinstance(request, EvaluateRequest):
-            return EvaluateResult(
-                self.evaluate_file(
-                    request.data, confusion=request.confusion, encoding=request.encoding
-                )
-            )
-        return refuse(self, request)
+            ),
+        )
 
     def translate(
         self,
