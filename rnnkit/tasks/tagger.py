@@ -39,6 +39,7 @@ from rnnkit.crf import LinearChainCRF, bio_transitions
 from rnnkit.data.conll import TAGGED_FORMATS, TaggedSentence, clean_token, read_tagged
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
+from rnnkit.inference import EvaluateRequest, TagRequest, TagResult
 from rnnkit.metrics import (
     bio_spans,
     confusion_matrix,
@@ -59,10 +60,11 @@ from rnnkit.tasks.classifier import (
     collate,
     length_sorted_batches,
     load_word_vectors,
-    make_recurrent,
     split_holdout,
     to_device,
 )
+from rnnkit.tasks.common.answer import answer
+from rnnkit.tasks.common.recurrent import build_recurrent
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
 
@@ -175,17 +177,17 @@ class Tagger(nn.Module):
             c.word_dropout,
             c.embed_init,
         )
-        self.rnn = make_recurrent(
+        self.rnn = build_recurrent(
             c.cell,
             self.embedder.out_size,
             c.hidden_size,
             c.num_layers,
             c.bidirectional,
             c.dropout,
-            c.nonlinearity,
-            c.init,
-            c.forget_bias,
-            c.layer_norm,
+            nonlinearity=c.nonlinearity,
+            init=c.init,
+            forget_bias=c.forget_bias,
+            layer_norm=c.layer_norm,
         )
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), len(self.tags))
@@ -290,6 +292,13 @@ class Tagger(nn.Module):
                 ]
             results.append(r)
         return results
+
+    #: the requests :meth:`infer` answers
+    answers = (TagRequest, EvaluateRequest)
+
+    def infer(self, request):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+        return answer(self, request, TagRequest, lambda r: TagResult(self.tag(r.texts)))
 
     @staticmethod
     def format_tagged(result: dict[str, Any]) -> str:
