@@ -460,7 +460,8 @@ class TranslateResult(Message):
 
 @dataclass
 class CaptionRequest(Message):
-    """Caption image files (or ``archive.tar:member`` names).
+    """Caption image files (or ``archive.tar:member`` names); ``attention`` adds the decoder's
+    attention weights (a 7×7 grid per word) to each caption.
 
     >>> CaptionRequest.from_json({"images": ["dog.jpg"], "beam_size": 3}).beam_size
     3
@@ -469,6 +470,7 @@ class CaptionRequest(Message):
     images: list[str]
     beam_size: int = 1
     max_len: int | None = None
+    attention: bool = False
     checks: ClassVar = {
         "beam_size": (_positive, "an integer >= 1"),
         "max_len": (_positive, "an integer >= 1 or null"),

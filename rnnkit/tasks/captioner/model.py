@@ -370,7 +370,7 @@ class Captioner(nn.Module):
             lambda r: CaptionResult(
                 [
                     {**c, "image": str(c["image"])}
-                    for c in self.caption(r.images, r.beam_size, r.max_len)
+                    for c in self.caption(r.images, r.beam_size, r.max_len, attention=r.attention)
                 ]
             ),
         )
@@ -381,10 +381,12 @@ class Captioner(nn.Module):
         beam_size: int = 1,
         max_len: int | None = None,
         attention_png: str | os.PathLike[str] | None = None,
+        attention: bool = False,
     ) -> list[dict[str, Any]]:
         """Caption image files (or ``archive.tar:member`` names). Each result has ``image``,
-        ``caption``, ``words``, ``score`` (log-probability, length-normalised for beams) and,
-        with ``attention_png``, the picture written (``out.png``; ``out-2.png`` … for more)."""
+        ``caption``, ``words``, ``score`` (log-probability, length-normalised for beams), with
+        ``attention`` the weights (one 7×7 grid per word and <eos>, nested lists) and with
+        ``attention_png`` the picture written (``out.png``; ``out-2.png`` … for more)."""
         self.eval()
         size = ENCODERS[self.config.encoder][0]
         pixels = []
@@ -403,9 +405,11 @@ class Captioner(nn.Module):
                 "score": float(hyp.score),
                 "beam": beam_size,
             }
+            if (attention or attention_png) and hyp.attention is None:
+                raise DataError("--attention-png needs a model trained with attention")
+            if attention:
+                r["attention"] = np.asarray(hyp.attention, dtype=np.float64).tolist()
             if attention_png:
-                if hyp.attention is None:
-                    raise DataError("--attention-png needs a model trained with attention")
                 out = Path(attention_png)
                 if i:
                     out = out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
@@ -413,6 +417,17 @@ class Captioner(nn.Module):
                 r["attention_png"] = str(out)
             results.append(r)
         return results
+
+    def plot_attention(self, result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+        """The image of one :meth:`caption` result made with ``attention=True``, then a panel per
+        word with where the decoder looked."""
+        if result.get("attention") is None:
+            raise DataError("this caption has no attention weights (caption with attention=True)")
+        data, where = read_image(result["image"])
+        pixels = decode_image(data, where, ENCODERS[self.config.encoder][0])
+        return plot_attention_overlay(
+            pixels, result["words"], np.asarray(result["attention"]), path
+        )
 
     def evaluate_file(self, path=None, confusion=None, encoding=None, beam_size: int = 1) -> dict:
         """BLEU-1…4 and loss on the run's validation images and captions (``path``: another

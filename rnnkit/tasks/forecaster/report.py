@@ -12,6 +12,7 @@ from rnnkit.data.series import (
     extend_dates,
 )
 from rnnkit.errors import DataError
+from rnnkit.inference import ForecastRequest
 from rnnkit.tasks.forecaster.baselines import compare_methods, format_table
 from rnnkit.tasks.forecaster.windows import prepare_data
 
@@ -89,7 +90,9 @@ def forecast_report(
         if not 0 <= t0 < N:
             raise DataError(f"origin row {t0} is outside the data (0..{N - 1})")
     history = values[: t0 + 1]
-    fc = model.forecast(history, H, level, samples, seed)
+    window = history[-model.data_config.window :].tolist()  # all that the model reads
+    answer = model.infer(ForecastRequest(window, H, level, samples, seed))
+    fc = {k: None if v is None else np.asarray(v) for k, v in answer.to_json().items()}
     known = min(H, N - 1 - t0)
     truth = np.full((H, values.shape[1]), np.nan)
     truth[:known] = values[t0 + 1 : t0 + 1 + known]

@@ -203,8 +203,9 @@ class TextModel(nn.Module):
     #: the requests :meth:`infer` answers
     answers = (GenerateRequest, ScoreRequest, CompleteRequest, EvaluateRequest)
 
-    def infer(self, request):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+    def infer(self, request, on_text: Callable[[str], None] | None = None):
+        """Answer a request of the inference contract (:mod:`rnnkit.inference`); for a
+        :class:`GenerateRequest`, ``on_text`` receives each sampled token's text (streaming)."""
         if isinstance(request, GenerateRequest):
             r = request
             text, tokens, reason = self.sample_text(
@@ -214,6 +215,7 @@ class TextModel(nn.Module):
                 r.top_k,
                 r.top_p,
                 r.seed,
+                on_text,
                 unknown=r.unknown,
                 stop=r.stop,
             )
@@ -232,13 +234,27 @@ class TextModel(nn.Module):
             else:
                 found = self.complete(request.text, request.k, unknown=request.unknown)
             return CompleteResult(request.text, found)
-        if isinstance(request, EvaluateRequest) and request.data is not None:
+        if isinstance(request, EvaluateRequest):
+            return self._evaluate(request)
+        return _refuse(self, request)
+
+    def _evaluate(self, request: EvaluateRequest) -> EvaluateResult:
+        """Loss, bits and perplexity on ``request.data`` read in order with the state carried,
+        or on the validation split of the run's corpus (``data_config``, set by the task)."""
+        if request.data is not None:
             from rnnkit.data.readers import read_text
 
-            m = self.evaluate_text(read_text(request.data, request.encoding))
-            keys = ("tokens", "loss", "bits", "perplexity")
-            return EvaluateResult({"data": request.data} | {k: m[k] for k in keys})
-        return _refuse(self, request)
+            text, where = read_text(request.data, request.encoding), request.data
+        elif getattr(self, "data_config", None) is not None:
+            from rnnkit.tasks.language_model.task import read_corpus
+
+            _, text, where = read_corpus(self.data_config)
+            where = f"validation split of {where}"
+        else:
+            raise ValueError("this model has no corpus of its own: give the data to evaluate")
+        m = self.evaluate_text(text)
+        keys = ("tokens", "loss", "bits", "perplexity")
+        return EvaluateResult({"data": str(where)} | {k: m[k] for k in keys})
 
     @torch.no_grad()
     def log_probs(

@@ -186,6 +186,8 @@ class _LanguageModelTask:
 
         model_cfg = from_dict(LanguageModelConfig, saved["model"])
         model = build_language_model(model_cfg, vocab).to(device)
+        if "data" in saved:  # evaluate's default: the validation split of the run's corpus
+            model.data_config = from_dict(LanguageModelData, saved["data"])
         training = None
         if with_data:
             data_cfg = from_dict(LanguageModelData, saved["data"])
