@@ -4,11 +4,10 @@ Cells (one time step) and layers (drop-in for ``torch.nn.RNN/LSTM/GRU``) are the
 (language models and more) build on them, with a trainer, run directories and a CLI.
 """
 
-__version__ = "0.1.0"
-
 from rnnkit.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 from rnnkit.layers import GRU, LSTM, RNN, Bidirectional, Recurrent
 from rnnkit.state import LSTMState, detach_state, zero_state
+from rnnkit.version import __version__
 
 __all__ = [
     "__version__",

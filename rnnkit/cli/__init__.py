@@ -37,7 +37,7 @@ VERB_MODULES = ("train", "lm", "tasks", "diagnose", "runs")
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rnnkit`` parser: global options, then every verb module's sub-parsers."""
-    from rnnkit import __version__
+    from rnnkit.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="rnnkit",
