@@ -42,7 +42,7 @@ from rnnkit.data.batching import StreamBatches
 from rnnkit.data.readers import IRISH_TUNES, bundled_path, read_text
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
-from rnnkit.inference import EvaluateRequest, EvaluateResult, MusicRequest, MusicResult
+from rnnkit.inference import MusicRequest, MusicResult
 from rnnkit.tasks.language_model import (
     LanguageModel,
     LanguageModelConfig,
@@ -200,11 +200,6 @@ class MusicModel(LanguageModel):
         """Tunes one after another as one stream of ids, each ``<bos> … <eos>``."""
         return torch.tensor([i for t in tunes for i in self.tune_ids(t)], dtype=torch.long)
 
-    def _evaluate(self, request: EvaluateRequest) -> EvaluateResult:
-        """Evaluation answers in tunes (:meth:`evaluate_file`), not in raw text."""
-        r = request
-        return EvaluateResult(self.evaluate_file(r.data, r.confusion, r.encoding))
-
     def evaluate_file(
         self, path: str | None = None, confusion: str | None = None, encoding: str | None = None
     ) -> dict[str, Any]:
@@ -359,10 +354,11 @@ class MusicModel(LanguageModel):
     #: the requests :meth:`infer` answers (and those of the language model)
     answers = (MusicRequest, *LanguageModel.answers)
 
-    def infer(self, request):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
+    def answer(self, request, **options):
+        """Whole tunes for a :class:`~rnnkit.inference.MusicRequest`; the language model's
+        answers otherwise (evaluation is in tunes: :meth:`evaluate_file`)."""
         if not isinstance(request, MusicRequest):
-            return super().infer(request)
+            return super().answer(request, **options)
         r = request
         tunes = self.generate_tunes(
             r.tunes,

@@ -47,7 +47,7 @@ from rnnkit.metrics import (
     is_bio,
     plot_confusion_matrix,
 )
-from rnnkit.tasks.base import Output
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.classifier import (
     CHAR_REPRS,
     CHAR_SPECIALS,
@@ -63,7 +63,6 @@ from rnnkit.tasks.classifier import (
     split_holdout,
     to_device,
 )
-from rnnkit.tasks.common.answer import answer
 from rnnkit.tasks.common.recurrent import build_recurrent
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
@@ -145,7 +144,7 @@ class TaggerData:
     chars: list[str] | None = field(default=None, metadata=_opt("characters", cli=False))
 
 
-class Tagger(nn.Module):
+class Tagger(TaskModel):
     """Word + character features → bidirectional recurrent layer → per-token emission scores
     (→ CRF). ``forward`` returns emission logits ``(B, T, K)``."""
 
@@ -198,18 +197,8 @@ class Tagger(nn.Module):
             )
             self.crf = LinearChainCRF(len(self.tags), start, allowed)
 
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
     def forward(
-        self,
-        inputs: Tensor,
-        state=None,
-        targets: Tensor | None = None,
-        *,
-        lengths: Tensor | None = None,
-        chars: Tensor | None = None,
+        self, inputs: Tensor, state=None, targets: Tensor | None = None, *, lengths=None, chars=None
     ) -> Output:
         """``inputs (B, T)`` word ids, ``lengths (B,)``, ``chars (B, T, C)`` →
         ``Output(emissions (B, T, K), loss per token, state)``."""
@@ -296,9 +285,9 @@ class Tagger(nn.Module):
     #: the requests :meth:`infer` answers
     answers = (TagRequest, EvaluateRequest)
 
-    def infer(self, request):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        return answer(self, request, TagRequest, lambda r: TagResult(self.tag(r.texts)))
+    def answer(self, request: TagRequest) -> TagResult:
+        """The tags of each sentence of a :class:`~rnnkit.inference.TagRequest`."""
+        return TagResult(self.tag(request.texts))
 
     @staticmethod
     def format_tagged(result: dict[str, Any]) -> str:

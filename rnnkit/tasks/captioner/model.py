@@ -30,7 +30,7 @@ from rnnkit.image_encoders import (
 from rnnkit.inference import CaptionRequest, CaptionResult, EvaluateRequest
 from rnnkit.layers import LSTM
 from rnnkit.state import LSTMState
-from rnnkit.tasks.base import Output
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.captioner.config import ATTENTIONS
 from rnnkit.tasks.captioner.data import (
     _check_names,
@@ -43,7 +43,6 @@ from rnnkit.tasks.captioner.data import (
     read_image,
 )
 from rnnkit.tasks.captioner.plot import plot_attention_overlay
-from rnnkit.tasks.common.answer import answer
 
 if TYPE_CHECKING:
     from rnnkit.tasks.captioner.config import CaptionData, CaptionerConfig
@@ -64,7 +63,7 @@ class _Packed(NamedTuple):
     step: Tensor
 
 
-class Captioner(nn.Module):
+class Captioner(TaskModel):
     """Image encoder → (attention) LSTM decoder → word logits; see the module docstring.
 
     The frozen EfficientNet is *not* a submodule: training reads its cached features, and it is
@@ -116,10 +115,6 @@ class Captioner(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self._extractor: nn.Module | None = None  # the frozen EfficientNet, loaded on demand
 
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
     # -- text -------------------------------------------------------------------------------
     def encode_caption(self, text: str) -> list[int]:
         """Token ids of a caption (normalised, unknown words → <unk>, cut to ``max_len``)."""
@@ -165,14 +160,7 @@ class Captioner(nn.Module):
 
     # -- teacher forcing ----------------------------------------------------------------------
     def forward(
-        self,
-        inputs: Tensor,
-        state=None,
-        targets: Tensor | None = None,
-        *,
-        images: Tensor,
-        image_index: Tensor | None = None,
-        lengths: Tensor | None = None,
+        self, inputs: Tensor, state=None, targets=None, *, images, image_index=None, lengths=None
     ) -> Output:
         """Teacher forcing. ``inputs (B, T)`` = <bos> w_1 …, ``images (U, …)`` the distinct
         stored images and ``image_index (B,)`` which one each caption describes (default:
@@ -361,19 +349,11 @@ class Captioner(nn.Module):
     #: the requests :meth:`infer` answers
     answers = (CaptionRequest, EvaluateRequest)
 
-    def infer(self, request):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        return answer(
-            self,
-            request,
-            CaptionRequest,
-            lambda r: CaptionResult(
-                [
-                    {**c, "image": str(c["image"])}
-                    for c in self.caption(r.images, r.beam_size, r.max_len, attention=r.attention)
-                ]
-            ),
-        )
+    def answer(self, request: CaptionRequest) -> CaptionResult:
+        """The caption of each image of a :class:`~rnnkit.inference.CaptionRequest`."""
+        r = request
+        found = self.caption(r.images, r.beam_size, r.max_len, attention=r.attention)
+        return CaptionResult([{**c, "image": str(c["image"])} for c in found])
 
     def caption(
         self,

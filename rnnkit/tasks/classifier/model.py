@@ -19,12 +19,11 @@ from rnnkit.inference import (
     EvaluateRequest,
 )
 from rnnkit.metrics import classification_report, plot_confusion_matrix
-from rnnkit.tasks.base import Output
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.classifier.config import CHAR_SPECIALS, POOLINGS
 from rnnkit.tasks.classifier.data import encode_all, read_examples, read_split
 from rnnkit.tasks.classifier.encoders import TokenEmbedder, TokenEncoder
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
-from rnnkit.tasks.common.answer import answer
 from rnnkit.tasks.common.batching import Example, collate, length_sorted_batches, to_device
 from rnnkit.tasks.common.recurrent import build_recurrent
 
@@ -46,7 +45,7 @@ def _parse_names(spec: str | None) -> dict[str, str]:
     return names
 
 
-class Classifier(nn.Module):
+class Classifier(TaskModel):
     """Embedding (or numeric steps) → recurrent encoder → pooling → linear; ``forward`` returns
     logits ``(B, K)``. Inference: :meth:`predict`; evaluation: :meth:`evaluate_file`."""
 
@@ -108,18 +107,8 @@ class Classifier(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(features, len(self.labels))
 
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
     def forward(
-        self,
-        inputs: Tensor,
-        state=None,
-        targets: Tensor | None = None,
-        *,
-        lengths: Tensor | None = None,
-        chars: Tensor | None = None,
+        self, inputs: Tensor, state=None, targets: Tensor | None = None, *, lengths=None, chars=None
     ) -> Output:
         """``inputs (B, T)`` ids or ``(B, T, F)`` values, ``lengths (B,)`` (default: all T) →
         ``Output(logits (B, K), loss, state)``; the loss is the mean cross-entropy."""
@@ -237,11 +226,9 @@ class Classifier(nn.Module):
     #: the requests :meth:`infer` answers
     answers = (ClassifyRequest, EvaluateRequest)
 
-    def infer(self, request):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        return answer(
-            self, request, ClassifyRequest, lambda r: ClassifyResult(self.predict(r.texts))
-        )
+    def answer(self, request: ClassifyRequest) -> ClassifyResult:
+        """The class of each input of a :class:`~rnnkit.inference.ClassifyRequest`."""
+        return ClassifyResult(self.predict(request.texts))
 
     @torch.no_grad()
     def evaluate_examples(self, examples: Sequence[Example], batch_size: int = 256) -> dict:

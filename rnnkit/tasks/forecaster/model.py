@@ -16,8 +16,8 @@ from rnnkit.data.series import (
     causal_fill,
 )
 from rnnkit.errors import DataError
-from rnnkit.inference import ForecastRequest, ForecastResult, refuse
-from rnnkit.tasks.base import Output
+from rnnkit.inference import ForecastRequest, ForecastResult
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.common.recurrent import build_recurrent
 from rnnkit.tasks.forecaster.config import ForecasterData, _parse_quantiles
 from rnnkit.tasks.forecaster.losses import _masked_mean, gaussian_nll, quantile_loss
@@ -55,7 +55,7 @@ class ForecastState(NamedTuple):
     lags: Tensor  # (B, n, C) the last inputs, for differences and the linear path
 
 
-class Forecaster(nn.Module):
+class Forecaster(TaskModel):
     """Recurrent encoder → linear head over (steps, columns, outputs); see the module docstring.
 
     The normaliser's μ and σ are buffers (``norm_mean``, ``norm_std``), so they are saved in
@@ -109,10 +109,6 @@ class Forecaster(nn.Module):
         return Normalizer(
             self.norm_mean.cpu().numpy(), self.norm_std.cpu().numpy(), self.data_config.transform
         )
-
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
 
     # -- core -----------------------------------------------------------------------------------
     def forward(self, inputs: Tensor, state=None, targets: Tensor | None = None) -> Output:
@@ -333,10 +329,9 @@ class Forecaster(nn.Module):
     #: the requests :meth:`infer` answers
     answers = (ForecastRequest,)
 
-    def infer(self, request):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        if not isinstance(request, ForecastRequest):
-            return refuse(self, request)
+    def answer(self, request: ForecastRequest) -> ForecastResult:
+        """The forecast of a :class:`~rnnkit.inference.ForecastRequest` (its history's last
+        window is read)."""
         r = request
         out = self.forecast(
             np.asarray(r.history, dtype=np.float64), r.horizon, r.level, r.samples, r.seed

@@ -25,12 +25,9 @@ from rnnkit.inference import (
     ScoreRequest,
     ScoreResult,
 )
-from rnnkit.inference import (
-    refuse as _refuse,
-)
 from rnnkit.regularizers import norm_stabilizer
 from rnnkit.state import map_state
-from rnnkit.tasks.base import Output
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.common.recurrent import build_recurrent
 from rnnkit.tasks.language_model.config import tokenize_text
 from rnnkit.tasks.language_model.sampling import _is_boundary, sample_next
@@ -41,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class TextModel(nn.Module):
+class TextModel(TaskModel):
     """Inference over text shared by every language model (recurrent or windowed).
 
     Subclasses define ``forward(inputs (B, T), state, targets) -> Output`` whose ``state``
@@ -50,10 +47,6 @@ class TextModel(nn.Module):
 
     config: LanguageModelConfig
     vocab: Vocab
-
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.weight.device
 
     # -- text helpers -------------------------------------------------------------------------
     def tokens(self, text: str) -> list[str]:
@@ -203,8 +196,8 @@ class TextModel(nn.Module):
     #: the requests :meth:`infer` answers
     answers = (GenerateRequest, ScoreRequest, CompleteRequest, EvaluateRequest)
 
-    def infer(self, request, on_text: Callable[[str], None] | None = None):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`); for a
+    def answer(self, request, on_text: Callable[[str], None] | None = None):
+        """Generate, score, complete or evaluate (:mod:`rnnkit.inference`); for a
         :class:`GenerateRequest`, ``on_text`` receives each sampled token's text (streaming)."""
         if isinstance(request, GenerateRequest):
             r = request
@@ -234,9 +227,7 @@ class TextModel(nn.Module):
             else:
                 found = self.complete(request.text, request.k, unknown=request.unknown)
             return CompleteResult(request.text, found)
-        if isinstance(request, EvaluateRequest):
-            return self._evaluate(request)
-        return _refuse(self, request)
+        return self._evaluate(request)
 
     def _evaluate(self, request: EvaluateRequest) -> EvaluateResult:
         """Loss, bits and perplexity on ``request.data`` read in order with the state carried,

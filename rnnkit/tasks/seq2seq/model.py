@@ -23,8 +23,7 @@ from rnnkit.inference import (
 )
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
-from rnnkit.tasks.base import Output
-from rnnkit.tasks.common.answer import answer
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.common.recurrent import build_recurrent
 from rnnkit.tasks.seq2seq.config import CELLS, LENGTH_BUCKETS
 from rnnkit.tasks.seq2seq.data import _sorted_chunks, read_split
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-class Seq2Seq(nn.Module):
+class Seq2Seq(TaskModel):
     """Recurrent encoder–decoder with optional attention (see the module docstring).
 
     ``forward(inputs (B, S), targets=(B, T), lengths=(B,))`` → ``Output(logits (B, T, V), loss)``
@@ -88,10 +87,6 @@ class Seq2Seq(nn.Module):
             with torch.no_grad():
                 emb.weight[0].zero_()
 
-    @property
-    def device(self) -> torch.device:
-        return self.out.bias.device
-
     # -- encoder ----------------------------------------------------------------------------
     def encode(self, source: Tensor, lengths: Tensor) -> dict[str, Any]:
         """The decoding state of a source batch: ``memory (B, S, M)``, ``mask (B, S)``, the
@@ -141,13 +136,7 @@ class Seq2Seq(nn.Module):
 
     # -- teacher-forced forward ---------------------------------------------------------------
     def forward(
-        self,
-        inputs: Tensor,
-        state=None,
-        targets: Tensor | None = None,
-        *,
-        lengths: Tensor | None = None,
-        target_inputs: Tensor | None = None,
+        self, inputs: Tensor, state=None, targets=None, *, lengths=None, target_inputs=None
     ) -> Output:
         """``inputs (B, S)`` source ids, ``targets (B, T)`` = y_1..y_n ``<eos>`` (0-padded) →
         ``Output(logits (B, T, V), loss)``; the decoder reads ``target_inputs`` (default:
@@ -273,21 +262,12 @@ class Seq2Seq(nn.Module):
     #: the requests :meth:`infer` answers
     answers = (TranslateRequest, EvaluateRequest)
 
-    def infer(self, request):
-        """Answer a request of the inference contract (:mod:`rnnkit.inference`)."""
-        return answer(
-            self,
-            request,
-            TranslateRequest,
-            lambda r: TranslateResult(
-                self.translate(
-                    r.texts,
-                    beam_size=r.beam_size,
-                    max_len=r.max_len,
-                    length_penalty=r.length_penalty,
-                    attention=r.attention,
-                )
-            ),
+    def answer(self, request: TranslateRequest) -> TranslateResult:
+        """The translation of each text of a :class:`~rnnkit.inference.TranslateRequest`."""
+        r = request
+        options = {"max_len": r.max_len, "length_penalty": r.length_penalty}
+        return TranslateResult(
+            self.translate(r.texts, r.beam_size, attention=r.attention, **options)
         )
 
     def translate(
