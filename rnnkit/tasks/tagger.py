@@ -63,7 +63,7 @@ from rnnkit.tasks.classifier import (
     split_holdout,
     to_device,
 )
-from rnnkit.tasks.common.recurrent import build_recurrent
+from rnnkit.tasks.common.recurrent import CellOptions, recurrent_for
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
 
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TaggerConfig:
+class TaggerConfig(CellOptions):
     """Architecture of a sequence tagger."""
 
     cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
@@ -98,13 +98,6 @@ class TaggerConfig:
     constrain: bool = field(
         default=True, metadata=_opt("CRF with BIO tags: forbid O→I-X and B-X→I-Y")
     )
-    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
-    init: str = field(
-        default="default",
-        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
-    )
-    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
-    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
 
 
 @dataclass
@@ -176,18 +169,7 @@ class Tagger(TaskModel):
             c.word_dropout,
             c.embed_init,
         )
-        self.rnn = build_recurrent(
-            c.cell,
-            self.embedder.out_size,
-            c.hidden_size,
-            c.num_layers,
-            c.bidirectional,
-            c.dropout,
-            nonlinearity=c.nonlinearity,
-            init=c.init,
-            forget_bias=c.forget_bias,
-            layer_norm=c.layer_norm,
-        )
+        self.rnn = recurrent_for(c, self.embedder.out_size)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), len(self.tags))
         self.crf = None

@@ -61,7 +61,6 @@ from rnnkit.tasks.common.batching import (
     split_holdout,
     to_device,
 )
-from rnnkit.tasks.common.recurrent import make_recurrent
 
 __all__ = [
     "AttentionPooling",
@@ -82,7 +81,6 @@ __all__ = [
     "LAYERS",
     "length_sorted_batches",
     "load_word_vectors",
-    "make_recurrent",
     "pool_sequence",
     "POOLINGS",
     "RawExamples",

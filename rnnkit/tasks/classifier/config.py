@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from rnnkit.config import field_meta as _opt
 from rnnkit.data.vocab import PAD, UNK
-from rnnkit.tasks.common.recurrent import LAYERS
+from rnnkit.tasks.common.recurrent import LAYERS, CellOptions
 
 POOLINGS = ("last", "mean", "max", "attention")
 CHAR_REPRS = ("none", "cnn", "rnn")
@@ -17,7 +17,7 @@ CHAR_SPECIALS = (PAD, UNK)
 # Configuration
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(CellOptions):
     """Architecture of a sequence classifier."""
 
     cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
@@ -45,13 +45,6 @@ class ClassifierConfig:
         default=32, metadata=_opt("char CNN filters, or char RNN state width per direction")
     )
     char_kernel: int = field(default=3, metadata=_opt("char CNN window (odd)"))
-    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
-    init: str = field(
-        default="default",
-        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
-    )
-    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
-    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
 
 
 @dataclass

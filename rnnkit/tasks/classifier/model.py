@@ -25,7 +25,7 @@ from rnnkit.tasks.classifier.data import encode_all, read_examples, read_split
 from rnnkit.tasks.classifier.encoders import TokenEmbedder, TokenEncoder
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
 from rnnkit.tasks.common.batching import Example, collate, length_sorted_batches, to_device
-from rnnkit.tasks.common.recurrent import build_recurrent
+from rnnkit.tasks.common.recurrent import recurrent_for
 
 if TYPE_CHECKING:
     from rnnkit.tasks.classifier.config import ClassifierConfig, ClassifierData
@@ -88,18 +88,7 @@ class Classifier(TaskModel):
                 c.embed_init,
             )
             input_size = self.embedder.out_size
-        self.rnn = build_recurrent(
-            c.cell,
-            input_size,
-            c.hidden_size,
-            c.num_layers,
-            c.bidirectional,
-            c.dropout,
-            nonlinearity=c.nonlinearity,
-            init=c.init,
-            forget_bias=c.forget_bias,
-            layer_norm=c.layer_norm,
-        )
+        self.rnn = recurrent_for(c, input_size)
         features = c.hidden_size * (2 if c.bidirectional else 1)
         self.attention = (
             AttentionPooling(features, c.attention_size) if c.pooling == "attention" else None

@@ -11,17 +11,18 @@ from rnnkit.tasks.common.batching import (
     split_holdout,
     to_device,
 )
-from rnnkit.tasks.common.recurrent import LAYERS, build_recurrent, make_recurrent
+from rnnkit.tasks.common.recurrent import LAYERS, CellOptions, build_recurrent, recurrent_for
 
 __all__ = [
     "LAYERS",
     "BucketedBatches",
+    "CellOptions",
     "Example",
     "bucket_batches",
     "build_recurrent",
     "collate",
     "length_sorted_batches",
-    "make_recurrent",
+    "recurrent_for",
     "split_holdout",
     "to_device",
 ]

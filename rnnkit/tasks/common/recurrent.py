@@ -6,13 +6,22 @@ A new cell family is registered here once (its layer in ``LAYERS``, its own cons
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from rnnkit.config import field_meta as _opt
 from rnnkit.layers import GRU, LSTM, RNN
 
-__all__ = ["CELL_OPTIONS", "COMMON_OPTIONS", "LAYERS", "build_recurrent", "make_recurrent"]
+__all__ = [
+    "CELL_OPTIONS",
+    "COMMON_OPTIONS",
+    "LAYERS",
+    "CellOptions",
+    "build_recurrent",
+    "recurrent_for",
+]
 
 #: ``--cell`` name → the batch-first rnnkit layer that runs it.
 LAYERS: dict[str, type[nn.Module]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -59,28 +68,33 @@ def build_recurrent(
     )
 
 
-def make_recurrent(
-    cell: str,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int = 1,
-    bidirectional: bool = True,
-    dropout: float = 0.0,
-    nonlinearity: str = "tanh",
-    init: str = "default",
-    forget_bias: float = 0.0,
-    layer_norm: bool = False,
-) -> nn.Module:
-    """:func:`build_recurrent` with the classifier's historical positional signature."""
+@dataclass
+class CellOptions:
+    """The cell options a task's model config offers (its ``--layer-norm``, ``--forget-bias``,
+    ``--nonlinearity`` and ``--init`` flags): model configs inherit them, and
+    :func:`recurrent_for` hands each cell the ones it takes."""
+
+    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
+    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
+    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
+    init: str = field(
+        default="default",
+        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
+    )
+
+
+def recurrent_for(config: Any, input_size: int) -> nn.Module:
+    """:func:`build_recurrent` from a model config: its ``cell``, ``hidden_size``,
+    ``num_layers``, ``bidirectional`` (default False), ``dropout`` and every recurrent option it
+    has (those of :class:`CellOptions` and any other that ``COMMON_OPTIONS``/``CELL_OPTIONS``
+    name)."""
+    names = set(COMMON_OPTIONS).union(*CELL_OPTIONS.values())
     return build_recurrent(
-        cell,
+        config.cell,
         input_size,
-        hidden_size,
-        num_layers,
-        bidirectional,
-        dropout,
-        nonlinearity=nonlinearity,
-        init=init,
-        forget_bias=forget_bias,
-        layer_norm=layer_norm,
+        config.hidden_size,
+        config.num_layers,
+        getattr(config, "bidirectional", False),
+        config.dropout,
+        **{n: getattr(config, n) for n in sorted(names) if hasattr(config, n)},
     )

@@ -18,7 +18,7 @@ from rnnkit.data.series import (
 from rnnkit.errors import DataError
 from rnnkit.inference import ForecastRequest, ForecastResult
 from rnnkit.tasks.base import Output, TaskModel
-from rnnkit.tasks.common.recurrent import build_recurrent
+from rnnkit.tasks.common.recurrent import recurrent_for
 from rnnkit.tasks.forecaster.config import ForecasterData, _parse_quantiles
 from rnnkit.tasks.forecaster.losses import _masked_mean, gaussian_nll, quantile_loss
 
@@ -77,13 +77,7 @@ class Forecaster(TaskModel):
         self.columns = names.split(",") if names else [str(i + 1) for i in range(c.input_size)]
         self.steps = c.horizon if c.strategy == "direct" else 1  # S
         self.outputs = {"point": 1, "gaussian": 2, "quantile": len(self.levels)}[c.head]  # K
-        self.rnn = build_recurrent(
-            c.cell,
-            c.input_size * (2 if c.differences else 1),
-            c.hidden_size,
-            c.num_layers,
-            dropout=c.dropout,
-        )
+        self.rnn = recurrent_for(c, c.input_size * (2 if c.differences else 1))
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size, self.steps * c.input_size * self.outputs)
         if c.linear_lags < 0:

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from rnnkit.config import field_meta as _opt
 from rnnkit.data.vocab import EOS
+from rnnkit.tasks.common.recurrent import CellOptions
 
 
 @dataclass
-class LanguageModelConfig:
+class LanguageModelConfig(CellOptions):
     """Architecture of a recurrent language model."""
 
     model: str = field(
@@ -39,14 +40,7 @@ class LanguageModelConfig:
         default=0.0, metadata=_opt("DropConnect on hidden-to-hidden weights")
     )
     zoneout: float = field(default=0.0, metadata=_opt("zoneout probability"))
-    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
     peephole: bool = field(default=False, metadata=_opt("peephole connections (LSTM)"))
-    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
-    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
-    init: str = field(
-        default="default",
-        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
-    )
     reset_after: bool = field(
         default=True, metadata=_opt("GRU form: torch's (true) or Cho 2014 (false)")
     )

@@ -28,7 +28,7 @@ from rnnkit.inference import (
 from rnnkit.regularizers import norm_stabilizer
 from rnnkit.state import map_state
 from rnnkit.tasks.base import Output, TaskModel
-from rnnkit.tasks.common.recurrent import build_recurrent
+from rnnkit.tasks.common.recurrent import recurrent_for
 from rnnkit.tasks.language_model.config import tokenize_text
 from rnnkit.tasks.language_model.sampling import _is_boundary, sample_next
 
@@ -425,22 +425,7 @@ class LanguageModel(TextModel):
                 f"({c.embed_size}) must equal hidden_size ({c.hidden_size})"
             )
         self.embedding = nn.Embedding(V, c.embed_size)
-        self.rnn = build_recurrent(
-            c.cell,
-            c.embed_size,
-            c.hidden_size,
-            c.num_layers,
-            dropout=c.dropout,
-            layer_norm=c.layer_norm,
-            dropout_mode=c.dropout_mode,
-            weight_drop=c.weight_drop,
-            zoneout=c.zoneout,
-            peephole=c.peephole,
-            forget_bias=c.forget_bias,
-            nonlinearity=c.nonlinearity,
-            init=c.init,
-            reset_after=c.reset_after,
-        )
+        self.rnn = recurrent_for(c, c.embed_size)
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.hidden_size, V)
         if c.tie_weights:

@@ -24,7 +24,7 @@ from rnnkit.inference import (
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output, TaskModel
-from rnnkit.tasks.common.recurrent import build_recurrent
+from rnnkit.tasks.common.recurrent import recurrent_for
 from rnnkit.tasks.seq2seq.config import CELLS, LENGTH_BUCKETS
 from rnnkit.tasks.seq2seq.data import _sorted_chunks, read_split
 
@@ -60,9 +60,7 @@ class Seq2Seq(TaskModel):
         self.is_lstm = c.cell == "lstm"
 
         self.source_embedding = nn.Embedding(len(self.source_vocab), E, padding_idx=0)
-        self.encoder = build_recurrent(
-            c.cell, E, c.hidden_size, c.num_layers, c.bidirectional, c.dropout
-        )
+        self.encoder = recurrent_for(c, E)
         self.memory_size = c.hidden_size * (2 if c.bidirectional else 1)
         self.init_h = nn.Linear(self.memory_size, D)
         self.init_c = nn.Linear(self.memory_size, D) if self.is_lstm else None
