@@ -17,10 +17,9 @@ from rnnkit.tasks.classifier import (
     AttentionPooling,
     ClassifierConfig,
     ClassifierData,
-    bucket_batches,
-    collate,
     pool_sequence,
 )
+from rnnkit.tasks.common import bucket_batches, collate
 from rnnkit.train import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -8,7 +8,7 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.data.conll import TaggedSentence
-from rnnkit.tasks.classifier import collate
+from rnnkit.tasks.common import collate
 from rnnkit.tasks.tagger import TASK, TaggerConfig, TaggerData, resolve_data
 from rnnkit.train import TrainConfig
 

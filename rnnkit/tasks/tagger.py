@@ -53,13 +53,15 @@ from rnnkit.tasks.classifier import (
     CHAR_SPECIALS,
     LAYERS,
     ClassificationTraining,
-    Example,
     TokenEmbedder,
     TokenEncoder,
     char_vocab,
+    load_word_vectors,
+)
+from rnnkit.tasks.common.batching import (
+    Example,
     collate,
     length_sorted_batches,
-    load_word_vectors,
     split_holdout,
     to_device,
 )

@@ -52,20 +52,9 @@ from rnnkit.tasks.classifier.encoders import (
 from rnnkit.tasks.classifier.model import Classifier, format_prediction
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
 from rnnkit.tasks.classifier.task import TASK, ClassificationTraining
-from rnnkit.tasks.common.batching import (
-    BucketedBatches,
-    Example,
-    bucket_batches,
-    collate,
-    length_sorted_batches,
-    split_holdout,
-    to_device,
-)
 
 __all__ = [
     "AttentionPooling",
-    "bucket_batches",
-    "BucketedBatches",
     "CHAR_REPRS",
     "CHAR_SPECIALS",
     "char_vocab",
@@ -74,12 +63,9 @@ __all__ = [
     "Classifier",
     "ClassifierConfig",
     "ClassifierData",
-    "collate",
     "encode_all",
-    "Example",
     "format_prediction",
     "LAYERS",
-    "length_sorted_batches",
     "load_word_vectors",
     "pool_sequence",
     "POOLINGS",
@@ -87,9 +73,7 @@ __all__ = [
     "read_examples",
     "read_split",
     "resolve_data",
-    "split_holdout",
     "TASK",
-    "to_device",
     "TokenEmbedder",
     "TokenEncoder",
 ]
