@@ -10,6 +10,9 @@ loop, while generation steps one token at a time with the state carried. Every c
 
 from rnnkit.modern.base import ParallelCell, StackedLayer
 from rnnkit.modern.minimal import MinGRU, MinGRUCell, MinLSTM, MinLSTMCell
+from rnnkit.modern.mlstm import MLSTM, MLSTMCell, MLSTMState
+from rnnkit.modern.qrnn import QRNN, QRNNCell, QRNNState
+from rnnkit.modern.sru import SRU, SRUCell
 
 __all__ = [
     "ParallelCell",
@@ -18,4 +21,12 @@ __all__ = [
     "MinGRUCell",
     "MinLSTM",
     "MinLSTMCell",
+    "QRNN",
+    "QRNNCell",
+    "QRNNState",
+    "SRU",
+    "SRUCell",
+    "MLSTM",
+    "MLSTMCell",
+    "MLSTMState",
 ]
