@@ -119,7 +119,9 @@ class ParallelCell(nn.Module):
         name = type(self).__name__
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.input_size:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{name} expected input of shape (batch, {self.input_size}); got {got}")
+            raise ValueError(
+                f"{name} expected input of shape (batch, {self.input_size}); got {got}"
+            )
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         self.check_state(state, x.shape[0])
@@ -238,7 +240,9 @@ class StackedLayer(nn.Module):
         name = type(self).__name__
         if not isinstance(input, Tensor) or input.dim() != 3:
             got = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
-            layout = "(batch, seq_len, features)" if self.batch_first else "(seq_len, batch, features)"
+            layout = (
+                "(batch, seq_len, features)" if self.batch_first else "(seq_len, batch, features)"
+            )
             raise ValueError(f"{name} expected a 3-D input {layout}; got {got}")
         x = input if self.batch_first else input.transpose(0, 1)
         B, T, size = x.shape
@@ -248,7 +252,9 @@ class StackedLayer(nn.Module):
             raise ValueError(f"{name} got an empty sequence (seq_len 0)")
         dtype = self.cells[0]._param().dtype
         if x.dtype != dtype:
-            raise ValueError(f"{name} expected input dtype {dtype} (the parameters'); got {x.dtype}")
+            raise ValueError(
+                f"{name} expected input dtype {dtype} (the parameters'); got {x.dtype}"
+            )
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
         if state is None:

@@ -81,7 +81,9 @@ class QRNNCell(ParallelCell):
         c = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
         if self.window == 1:
             return c
-        return QRNNState(c, torch.zeros(batch_size, 3 * self.hidden_size, device=device, dtype=dtype))
+        return QRNNState(
+            c, torch.zeros(batch_size, 3 * self.hidden_size, device=device, dtype=dtype)
+        )
 
     def project_input(self, x: Tensor) -> Tensor:
         """``(..., window·3H)``: [W₀ x_t + b | W₁ x_t] (the second half is used one step later)."""
