@@ -27,9 +27,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's rnnkit
 
 from rnnkit.modern import MLSTM, QRNN, SRU, MinGRU, MinLSTM
 from rnnkit.runtime import retain_freed_memory
@@ -86,7 +89,7 @@ def measure(B: int, T: int, H: int, repeats: int, names: list[str]) -> dict[str,
     x = torch.randn(B, T, H, requires_grad=True)
     weights = torch.randn(B, T, H)
     times: dict[str, list[float]] = {name: [] for name in built}
-    for name, (module, run) in built.items():  # warm-up: native build, allocator, caches
+    for module, run in built.values():  # warm-up: native build, allocator, caches
         _train_step(module, run, x, weights)
     for _ in range(repeats):
         for name, (module, run) in built.items():

@@ -409,3 +409,15 @@ def test_mingru_cell_with_zero_state_in_log_space():
         torch.testing.assert_close(y_log, y_loop, rtol=1e-10, atol=1e-12)
         (g_log,) = torch.autograd.grad(y_log.sum(), x)
         assert torch.isfinite(g_log).all()
+
+
+def test_modern_cells_benchmark_quick_prints_a_table():
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "benchmarks" / "modern_cells.py"), "--quick"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| T | H |"))
+    for column in ("LSTM", "GRU", "MinGRU", "MinLSTM", "QRNN", "SRU", "MLSTM"):
+        assert f"| {column} |" in header, column
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 16 | 32 |")]
+    assert len(rows) == 1
