@@ -421,3 +421,18 @@ def test_modern_cells_benchmark_quick_prints_a_table():
         assert f"| {column} |" in header, column
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 16 | 32 |")]
     assert len(rows) == 1
+
+
+@pytest.mark.parametrize("mode", ["standard", "variational"])
+def test_dropout_between_layers(mode):
+    """Training applies dropout between layers (variational: one mask over time); eval none."""
+    layer = MinGRU(I, H, num_layers=2, dropout=0.5, dropout_mode=mode, batch_first=True)
+    x = torch.randn(B, T, I)
+    layer.eval()
+    y_eval = layer(x)[0]
+    torch.testing.assert_close(layer(x)[0], y_eval)
+    layer.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(layer(x)[0], y_eval)
+    with pytest.raises(ValueError, match="dropout_mode"):
+        MinGRU(I, H, dropout_mode="zoneout")

@@ -176,7 +176,9 @@ class StackedLayer(nn.Module):
     outputs of both directions side by side; ``state`` stacks every layer·direction's state on a
     leading axis (index ``layer · D + direction``). ``reverse=True`` runs a unidirectional layer
     back to front (each sequence within its own length); ``bidirectional`` adds a reversed pass.
-    ``dropout`` applies between layers in training. ``path`` picks the cells' sequence path
+    ``dropout`` applies between layers in training, a fresh mask per element (``dropout_mode=
+    "standard"``) or one mask per sequence shared by every step (``"variational"``, Gal &
+    Ghahramani 2016), as rnnkit's LSTM. ``path`` picks the cells' sequence path
     (``"auto"``: the fastest available; ``"loop"``: the step path).
     """
 
@@ -195,9 +197,15 @@ class StackedLayer(nn.Module):
         path: str = "auto",
         device=None,
         dtype=None,
+        *,
+        dropout_mode: str = "standard",
         **cell_options,
     ):
         super().__init__()
+        if dropout_mode not in ("standard", "variational"):
+            raise ValueError(
+                f"dropout_mode must be 'standard' or 'variational'; got {dropout_mode!r}"
+            )
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1; got {num_layers}")
         if not 0.0 <= dropout <= 1.0:
@@ -210,6 +218,7 @@ class StackedLayer(nn.Module):
         self.bias = bias
         self.batch_first = batch_first
         self.dropout = float(dropout)
+        self.dropout_mode = dropout_mode
         self.bidirectional = bidirectional
         self.reverse = reverse
         self.path = path
@@ -263,7 +272,7 @@ class StackedLayer(nn.Module):
         finals = []
         for layer in range(self.num_layers):
             if layer > 0 and self.training and self.dropout:
-                x = F.dropout(x, self.dropout, True)
+                x = self._dropout_between_layers(x)
             outs = []
             for direction in range(D):
                 index = layer * D + direction
@@ -279,6 +288,12 @@ class StackedLayer(nn.Module):
         output = x if self.batch_first else x.transpose(0, 1)
         return output, stack_states(finals)
 
+    def _dropout_between_layers(self, x: Tensor) -> Tensor:
+        if self.dropout_mode == "variational":  # one mask per sequence, shared by every step
+            keep = 1.0 - self.dropout
+            return x * (torch.empty_like(x[:, :1]).bernoulli_(keep) / keep)
+        return F.dropout(x, self.dropout, True)
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         for key, default in (
@@ -286,6 +301,7 @@ class StackedLayer(nn.Module):
             ("bias", True),
             ("batch_first", False),
             ("dropout", 0.0),
+            ("dropout_mode", "standard"),
             ("bidirectional", False),
             ("reverse", False),
             ("path", "auto"),
