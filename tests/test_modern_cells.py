@@ -436,3 +436,10 @@ def test_dropout_between_layers(mode):
     assert not torch.allclose(layer(x)[0], y_eval)
     with pytest.raises(ValueError, match="dropout_mode"):
         MinGRU(I, H, dropout_mode="zoneout")
+
+
+def test_common_layer_options_accepted_at_their_defaults():
+    """A shared factory passes layer_norm/weight_drop/zoneout; only their defaults are valid."""
+    MinGRU(I, H, layer_norm=False, weight_drop=0.0, zoneout=0.0)
+    with pytest.raises(ValueError, match="does not support zoneout"):
+        QRNN(I, H, zoneout=0.1)

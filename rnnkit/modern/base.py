@@ -199,9 +199,24 @@ class StackedLayer(nn.Module):
         dtype=None,
         *,
         dropout_mode: str = "standard",
+        layer_norm: bool = False,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
         **cell_options,
     ):
         super().__init__()
+        # accepted so one factory can pass every layer the same options; these cells have no
+        # W_hh to drop-connect or normalise, and zoneout is not implemented for them
+        for label, value, default in (
+            ("layer_norm", layer_norm, False),
+            ("weight_drop", weight_drop, 0.0),
+            ("zoneout", zoneout, 0.0),
+        ):
+            if value != default:
+                raise ValueError(
+                    f"{type(self).__name__} does not support {label}={value!r} "
+                    f"(it is an option of the LSTM/GRU/RNN layers)"
+                )
         if dropout_mode not in ("standard", "variational"):
             raise ValueError(
                 f"dropout_mode must be 'standard' or 'variational'; got {dropout_mode!r}"
