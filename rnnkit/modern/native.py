@@ -133,4 +133,6 @@ def elementwise_scan(
     """Run one cell's recurrence over ``u`` natively; ``(y (B, T, H), final state (B, H))``."""
     if lengths is not None:
         lengths = lengths.to("cpu", torch.int64).contiguous()
+    if u.dtype != s0.dtype:  # e.g. a bfloat16 projection under autocast: recur in s0's precision
+        u = u.to(s0.dtype)
     return ElementwiseScan.apply(cell, u, s0, v, lengths)
