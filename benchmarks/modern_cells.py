@@ -97,6 +97,22 @@ def measure(B: int, T: int, H: int, repeats: int, names: list[str]) -> dict[str,
     return {name: B * T / statistics.median(ts) for name, ts in times.items()}
 
 
+def _row(T: int, H: int, result: dict[str, float], names: list[str]) -> str:
+    lstm = result.get("LSTM")
+    cells = []
+    for n in names:
+        v = result.get(n)
+        if v is None:
+            cells.append("–")
+        elif lstm and n != "LSTM":
+            cells.append(f"{v:,.0f} ({v / lstm:.2f})")
+        else:
+            cells.append(f"{v:,.0f}")
+    pkg, ours = result.get("minGRU (pkg)"), result.get("MinGRU")
+    ratio = f"{ours / pkg:.2f}" if pkg and ours else "–"
+    return f"| {T} | {H} | " + " | ".join(cells) + f" | {ratio} |"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -112,36 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seq_lens, args.hidden, args.repeats, args.batch = [16], [32], 1, 4
     retain_freed_memory()
-    names = list(_implementations(8))
+    names = list(_implementations(8))  # every implementation that imports
     if args.only:
         names = [n for n in names if n in args.only]
-    rows = []
-    for H in args.hidden:
-        for T in args.seq_lens:
-            rows.append((T, H, measure(args.batch, T, H, args.repeats, names)))
-            print(f"done T={T} H={H}", file=sys.stderr, flush=True)
     print(
         f"\nTraining tokens/s (forward + backward), B={args.batch}, fp32, input size = H, "
         f"threads {torch.get_num_threads()}, median of {args.repeats}; (×LSTM) in brackets\n"
     )
-    shown = [n for n in names if any(n in r[2] for r in rows)]
-    header = "| T | H | " + " | ".join(shown) + " | MinGRU / pkg |"
-    print(header)
-    print("|" + "---|" * (len(shown) + 3))
-    for T, H, result in rows:
-        lstm = result.get("LSTM")
-        cells = []
-        for n in shown:
-            v = result.get(n)
-            if v is None:
-                cells.append("–")
-            elif lstm and n != "LSTM":
-                cells.append(f"{v:,.0f} ({v / lstm:.2f})")
-            else:
-                cells.append(f"{v:,.0f}")
-        pkg, ours = result.get("minGRU (pkg)"), result.get("MinGRU")
-        ratio = f"{ours / pkg:.2f}" if pkg and ours else "–"
-        print(f"| {T} | {H} | " + " | ".join(cells) + f" | {ratio} |")
+    print("| T | H | " + " | ".join(names) + " | MinGRU / pkg |")
+    print("|" + "---|" * (len(names) + 3), flush=True)
+    for H in args.hidden:
+        for T in args.seq_lens:
+            result = measure(args.batch, T, H, args.repeats, names)
+            print(_row(T, H, result, names), flush=True)  # row by row: long runs show progress
     return 0
 
 
