@@ -95,14 +95,17 @@ class ParallelCell(nn.Module):
             dtype if dtype is not None else p.dtype,
         )
 
+    def state_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
+        """Shapes of the state's tensors (one for a tensor state, one per field of a tuple)."""
+        return [(batch_size, self.hidden_size)]
+
     def check_state(self, state, batch_size: int) -> None:
-        expected = self.init_state(batch_size)
-        got, want = _fields(state), _fields(expected)
+        want = self.state_shapes(batch_size)
+        got = _fields(state) if isinstance(state, (Tensor, tuple, list)) else [state]
         shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in got]
-        if len(got) != len(want) or any(s != tuple(w.shape) for s, w in zip(shapes, want)):
+        if shapes != want:
             raise ValueError(
-                f"{type(self).__name__} expected a state of shape(s) "
-                f"{[tuple(w.shape) for w in want]}; got {shapes}"
+                f"{type(self).__name__} expected a state of shape(s) {want}; got {shapes}"
             )
 
     # -- the step path ----------------------------------------------------------------------

@@ -109,6 +109,10 @@ class MLSTMCell(ParallelCell):
             torch.zeros(batch_size, NH, **kw),
         )
 
+    def state_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
+        NH, d = self.num_heads, self.head_size
+        return [(batch_size, NH, d, d), (batch_size, NH, d), (batch_size, NH)]
+
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)  # (..., 4H + 2NH)
 

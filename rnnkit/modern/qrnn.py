@@ -85,6 +85,10 @@ class QRNNCell(ParallelCell):
             c, torch.zeros(batch_size, 3 * self.hidden_size, device=device, dtype=dtype)
         )
 
+    def state_shapes(self, batch_size: int) -> list[tuple[int, ...]]:
+        c = (batch_size, self.hidden_size)
+        return [c] if self.window == 1 else [c, (batch_size, 3 * self.hidden_size)]
+
     def project_input(self, x: Tensor) -> Tensor:
         """``(..., window·3H)``: [W₀ x_t + b | W₁ x_t] (the second half is used one step later)."""
         u = F.linear(x, self.weight_ih)
