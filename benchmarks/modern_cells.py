@@ -81,7 +81,9 @@ def _train_step(module: nn.Module, run: Callable, x: torch.Tensor, weights: torc
     return time.perf_counter() - start
 
 
-def measure(B: int, T: int, H: int, repeats: int, names: list[str]) -> dict[str, float]:
+def measure(
+    B: int, T: int, H: int, repeats: int, names: list[str], warmup: int = 1
+) -> dict[str, float]:
     """Median training tokens/s of every implementation at one shape (interleaved rounds)."""
     torch.manual_seed(0)
     impls = _implementations(H)
@@ -89,8 +91,9 @@ def measure(B: int, T: int, H: int, repeats: int, names: list[str]) -> dict[str,
     x = torch.randn(B, T, H, requires_grad=True)
     weights = torch.randn(B, T, H)
     times: dict[str, list[float]] = {name: [] for name in built}
-    for module, run in built.values():  # warm-up: native build, allocator, caches
-        _train_step(module, run, x, weights)
+    for _ in range(warmup):  # native build, allocator, caches
+        for module, run in built.values():
+            _train_step(module, run, x, weights)
     for _ in range(repeats):
         for name, (module, run) in built.items():
             times[name].append(_train_step(module, run, x, weights))
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--only", nargs="+", help="run only these implementations")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat")
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * (len(names) + 3), flush=True)
     for H in args.hidden:
         for T in args.seq_lens:
-            result = measure(args.batch, T, H, args.repeats, names)
+            result = measure(args.batch, T, H, args.repeats, names, args.warmup)
             print(_row(T, H, result, names), flush=True)  # row by row: long runs show progress
     return 0
 
