@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.layers import check_lengths, reverse_padded
 from rnnkit.modern.scan import time_mask
+from rnnkit.sequence import check_lengths, reverse_padded
 
 __all__ = ["ParallelCell", "StackedLayer", "stack_states", "select_state"]
 

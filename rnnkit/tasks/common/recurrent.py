@@ -13,6 +13,7 @@ from torch import nn
 
 from rnnkit.config import field_meta as _opt
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.modern import MLSTM, QRNN, SRU, MinGRU, MinLSTM
 
 __all__ = [
     "CELL_OPTIONS",
@@ -24,12 +25,23 @@ __all__ = [
 ]
 
 #: ``--cell`` name → the batch-first rnnkit layer that runs it.
-LAYERS: dict[str, type[nn.Module]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+LAYERS: dict[str, type[nn.Module]] = {
+    "lstm": LSTM,
+    "gru": GRU,
+    "rnn": RNN,
+    # trained in parallel over time (rnnkit.modern); their own options keep their defaults
+    "mingru": MinGRU,
+    "minlstm": MinLSTM,
+    "qrnn": QRNN,
+    "sru": SRU,
+    "mlstm": MLSTM,
+}
 #: Options only one cell family takes; a task's config carries them all, each cell keeps its own.
 CELL_OPTIONS: dict[str, tuple[str, ...]] = {
     "lstm": ("peephole", "forget_bias"),
     "gru": ("reset_after",),
     "rnn": ("nonlinearity", "init"),
+    **{name: () for name in ("mingru", "minlstm", "qrnn", "sru", "mlstm")},
 }
 #: Options every layer takes.
 COMMON_OPTIONS = ("layer_norm", "dropout_mode", "weight_drop", "zoneout")

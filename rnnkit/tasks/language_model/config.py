@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from rnnkit.config import field_meta as _opt
 from rnnkit.data.vocab import EOS
-from rnnkit.tasks.common.recurrent import CellOptions
+from rnnkit.tasks.common.recurrent import LAYERS, CellOptions
 
 
 @dataclass
@@ -20,7 +20,7 @@ class LanguageModelConfig(CellOptions):
         ),
     )
     window: int = field(default=8, metadata=_opt("window model: how many previous tokens it sees"))
-    cell: str = field(default="lstm", metadata=_opt("recurrent cell", ("lstm", "gru", "rnn")))
+    cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
     embed_size: int = field(default=64, metadata=_opt("embedding width"))
     hidden_size: int = field(default=384, metadata=_opt("recurrent state width"))
     num_layers: int = field(default=1, metadata=_opt("stacked recurrent layers"))

@@ -100,10 +100,14 @@ class LanguageModelTraining:
         return {"loss": m["loss"], "bits": m["bits"], "perplexity": m["perplexity"]}
 
     def carried_state(self) -> dict[str, Tensor]:
+        """The state carried between BPTT windows, as named tensors: ``h`` (and ``c`` for an
+        LSTM's pair); ``part0``, ``part1`` … for the longer tuples of other cells (mLSTM)."""
         if self.state is None:
             return {}
-        if isinstance(self.state, tuple):
+        if isinstance(self.state, tuple) and len(self.state) == 2:
             return {"h": self.state[0], "c": self.state[1]}
+        if isinstance(self.state, tuple):
+            return {f"part{i}": t for i, t in enumerate(self.state)}
         return {"h": self.state}
 
     def load_carried_state(self, saved: dict[str, Tensor]) -> None:
@@ -111,8 +115,10 @@ class LanguageModelTraining:
             self.state = None
         elif "c" in saved:
             self.state = (saved["h"], saved["c"])
-        else:
+        elif "h" in saved:
             self.state = saved["h"]
+        else:
+            self.state = tuple(saved[f"part{i}"] for i in range(len(saved)))
 
 
 def _find_split(directory: Path, split: str) -> Path:
