@@ -12,18 +12,15 @@ torch version and the CPU's instruction-set flags (it is compiled with ``-march=
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import platform
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from rnnkit.native.build import NativeLibrary
+
 __all__ = ["ops", "available", "elementwise_scan", "CELL_IDS"]
 
-log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("elementwise.cpp")
 # -fno-trapping-math lets GCC if-convert and vectorise the unit loops; -fopenmp-simd honours
@@ -31,55 +28,12 @@ SOURCE = Path(__file__).with_name("elementwise.cpp")
 CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp-simd"]
 # cell ids of elementwise.cpp: number of pre-activation chunks G and per-unit vectors V
 CELL_IDS = {"mingru": (0, 2, 0), "minlstm": (1, 3, 0), "qrnn": (2, 3, 0), "sru": (3, 4, 2)}
-_OPS = None
-_TRIED = False
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _build_name() -> str:
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(" ".join(CFLAGS).encode())
-    digest.update(torch.__version__.encode())
-    digest.update(_cpu_flags().encode())
-    return f"rnnkit_modern_{digest.hexdigest()[:12]}"
+_LIBRARY = NativeLibrary("rnnkit_modern", [SOURCE], (), CFLAGS, (), "the loops of rnnkit.modern")
 
 
 def ops():
     """``torch.ops.rnnkit_modern`` once built and loaded, else ``None`` (tried once a process)."""
-    global _OPS, _TRIED
-    if _TRIED:
-        return _OPS
-    _TRIED = True
-    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
-        return None
-    try:
-        from torch.utils.cpp_extension import get_default_build_root, load
-
-        name = _build_name()
-        root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-        if not any(root.glob(f"**/{name}/{name}.so")):
-            log.warning("rnnkit: building the native loops of rnnkit.modern (once per machine)")
-        load(
-            name=name,
-            sources=[str(SOURCE)],
-            extra_cflags=CFLAGS,
-            is_python_module=False,
-            verbose=False,
-        )
-        _OPS = torch.ops.rnnkit_modern
-    except Exception as err:  # no compiler, no headers, build error: keep the torch loops
-        log.info("rnnkit: native loops of rnnkit.modern unavailable (%s)", err)
-        _OPS = None
-    return _OPS
+    return _LIBRARY.ops()
 
 
 def available() -> bool:
