@@ -32,6 +32,7 @@ class Stream:
     text: str = ""
     finish_reason: str | None = None
     cancelled: bool = False
+    error: str | None = None
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
 
 
@@ -94,8 +95,15 @@ class Scheduler:
                 continue
             groups = [batch] if self.batching else [[s] for s in batch]
             for group in groups:
-                logits, states = await asyncio.to_thread(
-                    adapter.step, self.model, [s.ids[-1] for s in group], [s.state for s in group]
-                )
+                try:
+                    logits, states = await asyncio.to_thread(
+                        adapter.step, self.model, [s.ids[-1] for s in group],
+                        [s.state for s in group],
+                    )
+                except Exception as e:  # end the streams (their clients see "error"), never hang
+                    for s in group:
+                        s.finish_reason, s.error = "error", f"{type(e).__name__}: {e}"
+                        s.queue.put_nowait(None)
+                    continue
                 for row, s in enumerate(group):
                     s.logits, s.state = logits[row], states[row]
