@@ -1,0 +1,114 @@
+"""Writing one ONNX graph: version checks, the exporter call, and a load-back check.
+
+Which exporter path: torch 2.13 still ships the TorchScript-based exporter
+(``torch.onnx.export(..., dynamo=False)``). It turns a scripted time loop (see
+:mod:`rnnkit.export.recurrent`) into an ONNX ``Loop`` whose trip count is the input's length, so
+one graph serves every sequence length; the dynamo exporter traces Python loops at one fixed
+length (a graph per T) and cannot see through rnnkit's custom autograd functions. The dynamo path
+is therefore not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rnnkit.export.recurrent import ExportError
+
+__all__ = ["OPSET", "MIN_ONNXRUNTIME", "check_versions", "export_graph"]
+
+log = logging.getLogger(__name__)
+
+#: the opset every graph is written with (LayerNormalization needs ≥ 17)
+OPSET = 17
+#: the oldest onnxruntime the graphs were checked against (opset 17 needs ≥ 1.14)
+MIN_ONNXRUNTIME = (1, 14)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    out = []
+    for part in text.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def check_versions() -> dict[str, str]:
+    """The versions of onnx, onnxruntime and torch, after checking they can write and run
+    opset-:data:`OPSET` graphs; an :class:`ExportError` saying what to install otherwise."""
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("export needs the onnx package: pip install 'rnnkit[onnx]'") from None
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError(
+            "export needs onnxruntime (to check the graphs): pip install 'rnnkit[onnx]'"
+        ) from None
+    onnx_opset = onnx.defs.onnx_opset_version()
+    if onnx_opset < OPSET:
+        raise ExportError(
+            f"onnx {onnx.__version__} writes opsets up to {onnx_opset}; export needs opset "
+            f"{OPSET}: upgrade onnx"
+        )
+    if _version_tuple(onnxruntime.__version__) < MIN_ONNXRUNTIME:
+        need = ".".join(map(str, MIN_ONNXRUNTIME))
+        raise ExportError(
+            f"onnxruntime {onnxruntime.__version__} is too old for opset {OPSET}; need >= {need}"
+        )
+    if not hasattr(torch.onnx, "export"):
+        raise ExportError(f"torch {torch.__version__} has no torch.onnx.export")
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+
+
+def export_graph(
+    module: nn.Module,
+    args: tuple,
+    path: str | os.PathLike,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    what: str,
+) -> Path:
+    """Export ``module(*args)`` to ``path`` with the TorchScript-based exporter, then load it
+    back with ``onnx.checker``. ``what`` names the graph in errors."""
+    import onnx
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # the tracer warns about every shape read and about the loop; the parity tests are
+            # what proves the graph right
+            warnings.simplefilter("ignore")
+            # trace first: a traced module keeps its scripted submodules (the time loops) as
+            # calls, which the exporter then turns into Loop nodes
+            traced = torch.jit.trace(module.eval(), args, check_trace=False)
+            torch.onnx.export(
+                traced,
+                args,
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        onnx.checker.check_model(str(tmp))
+    except ExportError:
+        raise
+    except Exception as e:  # the exporter's errors are long; the first line says what failed
+        tmp.unlink(missing_ok=True)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(f"could not export the {what} graph ({type(module).__name__}): {first}")
+    os.replace(tmp, path)
+    log.info("wrote %s", path)
+    return path
