@@ -65,7 +65,35 @@ def check_versions() -> dict[str, str]:
         )
     if not hasattr(torch.onnx, "export"):
         raise ExportError(f"torch {torch.__version__} has no torch.onnx.export")
-    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+    return {
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def _unfold_symbolic(g, input, dimension, size, step):
+    """``x.unfold(dim, size, 1)`` with a dynamic length along ``dim``: the ``size`` shifted slices
+    x[j : j + n] (n = len − size + 1) stacked on a new last axis (the forecaster's lag windows;
+    torch's own symbolic needs a static length)."""
+    from torch.onnx import symbolic_helper as sh
+
+    dim, size, step = (
+        sh._get_const(v, "i", n) for v, n in ((dimension, "dim"), (size, "size"), (step, "step"))
+    )
+    if step != 1:
+        return sh._unimplemented("unfold", "step other than 1")
+
+    def const(values):
+        return g.op("Constant", value_t=torch.tensor(values, dtype=torch.int64))
+
+    length = g.op("Gather", g.op("Shape", input), const([dim]))  # (1,)
+    n = g.op("Sub", length, const([size - 1]))
+    parts = []
+    for j in range(size):
+        piece = g.op("Slice", input, const([j]), g.op("Add", n, const([j])), const([dim]))
+        parts.append(g.op("Unsqueeze", piece, const([-1])))
+    return g.op("Concat", *parts, axis_i=-1)
 
 
 def export_graph(
@@ -91,6 +119,7 @@ def export_graph(
             # trace first: a traced module keeps its scripted submodules (the time loops) as
             # calls, which the exporter then turns into Loop nodes
             traced = torch.jit.trace(module.eval(), args, check_trace=False)
+            torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold_symbolic, OPSET)
             torch.onnx.export(
                 traced,
                 args,
@@ -108,7 +137,11 @@ def export_graph(
     except Exception as e:  # the exporter's errors are long; the first line says what failed
         tmp.unlink(missing_ok=True)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ExportError(f"could not export the {what} graph ({type(module).__name__}): {first}")
+        raise ExportError(
+            f"could not export the {what} graph ({type(module).__name__}): {first}"
+        ) from None
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::unfold", OPSET)
     os.replace(tmp, path)
     log.info("wrote %s", path)
     return path

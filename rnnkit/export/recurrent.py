@@ -18,7 +18,7 @@ parameter tensors* as the rnnkit layer or cell it wraps and computes the equatio
   configuration cannot be exported (learned initial states, projections).
 """
 
-
+import warnings
 from typing import Final
 
 import torch
@@ -138,7 +138,12 @@ class Direction(nn.Module):
             if self.layer_norm:
                 hp = _ln(hp, self.ln_hh_weight, self.ln_hh_bias, 4 * H)
             z = xp + hp
-            z_i, z_f, z_g, z_o = z[..., :H], z[..., H : 2 * H], z[..., 2 * H : 3 * H], z[..., 3 * H :]
+            z_i, z_f, z_g, z_o = (
+                z[..., :H],
+                z[..., H : 2 * H],
+                z[..., 2 * H : 3 * H],
+                z[..., 3 * H :],
+            )
             if self.peephole:
                 z_i = z_i + self.weight_ci * c
                 z_f = z_f + self.weight_cf * c
@@ -268,7 +273,11 @@ def exportable_layer(layer: nn.Module, name: str = "rnn", script: bool = True) -
         for i, cell in enumerate(layer._cells)
     ]
     stack = Stack(directions, D).eval()
-    return torch.jit.script(stack) if script else stack
+    if not script:
+        return stack
+    with warnings.catch_warnings():  # deprecated in favour of torch.export, which cannot loop
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(stack)
 
 
 def exportable_cell(cell: RecurrentCell, name: str = "cell") -> Direction:
