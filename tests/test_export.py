@@ -55,6 +55,10 @@ def runner_module(path):
     return module
 
 
+def runner_config(path) -> dict:
+    return json.loads((path / "config.json").read_text())
+
+
 def load_runner(path):
     return runner_module(path).load(path)
 
@@ -72,11 +76,18 @@ def close(a, b, tol=TOL) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Language models: every cell variant
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_lm_graphs_match_pytorch_and_carry_state(tmp_path, variant):
+@pytest.mark.parametrize(
+    "variant,fused",
+    [(v, None) for v in VARIANTS]
+    + [(v, False) for v in ("lstm-stacked", "lstm-peephole", "gru-cho", "rnn-relu-irnn")],
+)
+def test_lm_graphs_match_pytorch_and_carry_state(tmp_path, variant, fused):
+    """fused=None: onnxruntime's LSTM/GRU/RNN operators wherever ONNX defines the cell (layer
+    norm always runs as a cell-by-cell Loop); fused=False: the Loop for every cell."""
     cell, options = VARIANTS[variant]
     model = lm(cell, **options)
-    out = export_model(model, "lm", tmp_path / "x")
+    out = export_model(model, "lm", tmp_path / "x", fused=fused)
+    assert runner_config(out)["fused_operators"] == (fused is None and "layer_norm" not in options)
     runner = load_runner(out)
     V = len(model.vocab)
     g = torch.Generator().manual_seed(1)
@@ -185,6 +196,7 @@ def word_vocab() -> Vocab:
         ("lstm", {"pooling": "attention", "bidirectional": False}),
         ("gru", {"pooling": "last", "char_repr": "cnn"}),
         ("lstm", {"pooling": "max", "char_repr": "rnn", "layer_norm": True}),
+        ("lstm", {"pooling": "max", "char_repr": "rnn", "num_layers": 2}),
     ],
 )
 def test_classifier_matches_pytorch(tmp_path, cell, options):
@@ -401,3 +413,21 @@ def test_unexportable_models_say_which_module_and_why(tmp_path):
         export_model(lm(), "caption", tmp_path / "c")
     with pytest.raises(ExportError, match="unknown export format"):
         export_run(tmp_path, tmp_path / "d", format="tflite")
+
+
+def test_benchmark_quick_prints_ratios():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "export.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--cells", "lstm", "gru-ln"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "×eager" in lines[1]
+    for case in ("lstm: generate", "lstm: score", "gru-ln: generate", "classify 20"):
+        row = next(line for line in lines if line.startswith(case))
+        assert float(row.split()[-1]) > 0

@@ -28,7 +28,7 @@ import torch
 
 from rnnkit.export.graphs import build_graphs, crf_scores, forecaster_state_names
 from rnnkit.export.onnx_io import OPSET, check_versions, export_graph
-from rnnkit.export.recurrent import ExportError
+from rnnkit.export.recurrent import ExportError, OnnxStack
 
 __all__ = ["ExportError", "export_model", "export_run", "FORMATS"]
 
@@ -137,13 +137,17 @@ def _check_parity(spec, path: Path, atol: float = 1e-4) -> float:
     return worst
 
 
-def export_model(model, task: str, out_dir: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write ``model`` (a task model of ``task``) as an export folder ``out_dir``."""
+def export_model(
+    model, task: str, out_dir: str | os.PathLike, extra: dict | None = None, fused=None
+) -> Path:
+    """Write ``model`` (a task model of ``task``) as an export folder ``out_dir``; ``fused``
+    as :func:`~rnnkit.export.graphs.build_graphs` (None: onnxruntime's fused recurrent operators
+    wherever every layer fits them)."""
     versions = check_versions()
     model = model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    specs = build_graphs(task, model)
+    specs = build_graphs(task, model, fused)
     graphs = {}
     for spec in specs:
         path = out / f"{spec.name}.onnx"
@@ -169,6 +173,9 @@ def export_model(model, task: str, out_dir: str | os.PathLike, extra: dict | Non
         "versions": versions,
         "graphs": graphs,
         **_task_config(task, model, out),
+        "fused_operators": any(
+            isinstance(m, OnnxStack) for spec in specs for m in spec.module.modules()
+        ),
         **(extra or {}),
     }
     _write_json(out / "config.json", config)

@@ -32,7 +32,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnkit.export.recurrent import ExportError, exportable_cell, exportable_layer
+from rnnkit.export.recurrent import (
+    ExportError,
+    exportable_cell,
+    exportable_layer,
+    fused_operators,
+    onnx_operator_fits,
+)
 
 __all__ = ["GraphSpec", "build_graphs"]
 
@@ -496,9 +502,13 @@ def _forecaster_graphs(model: nn.Module) -> list[GraphSpec]:
 
 
 # ---------------------------------------------------------------------------------------------
-def build_graphs(task: str, model: nn.Module) -> list[GraphSpec]:
+def build_graphs(task: str, model: nn.Module, fused: bool | None = None) -> list[GraphSpec]:
     """The graphs of a ``task`` model (``lm``, ``music``, ``classify``, ``tag``, ``translate``,
-    ``forecast``); an :class:`ExportError` naming what cannot be exported."""
+    ``forecast``); an :class:`ExportError` naming what cannot be exported.
+
+    Recurrent layers become onnxruntime's fused ``LSTM``/``GRU``/``RNN`` operators when every
+    layer of the model is one ONNX defines (``fused=None``), else cell-by-cell ``Loop``s;
+    ``fused=False`` forces the loops."""
     builders = {
         "lm": _lm_graphs,
         "music": _lm_graphs,
@@ -513,4 +523,9 @@ def build_graphs(task: str, model: nn.Module) -> list[GraphSpec]:
         )
     if any(p.dtype != torch.float32 for p in model.parameters()):
         raise ExportError("export writes float32 graphs: the model's parameters must be float32")
-    return builders[task](model)
+    from rnnkit.layers import RecurrentLayer
+
+    layers = [m for m in model.modules() if isinstance(m, RecurrentLayer)]
+    fused = fused if fused is not None else all(onnx_operator_fits(m) for m in layers)
+    with fused_operators(fused):
+        return builders[task](model)

@@ -116,9 +116,13 @@ def export_graph(
             # the tracer warns about every shape read and about the loop; the parity tests are
             # what proves the graph right
             warnings.simplefilter("ignore")
-            # trace first: a traced module keeps its scripted submodules (the time loops) as
-            # calls, which the exporter then turns into Loop nodes
-            traced = torch.jit.trace(module.eval(), args, check_trace=False)
+            # with scripted time loops inside, trace first: the traced module keeps them as
+            # calls, which the exporter turns into Loop nodes (handed the module itself it
+            # refuses them); without, export the module itself, so the fused operators'
+            # autograd functions keep their ONNX symbolic (a pre-traced graph loses it)
+            module = module.eval()
+            scripted = any(isinstance(m, torch.jit.ScriptModule) for m in module.modules())
+            traced = torch.jit.trace(module, args, check_trace=False) if scripted else module
             torch.onnx.register_custom_op_symbolic("aten::unfold", _unfold_symbolic, OPSET)
             torch.onnx.export(
                 traced,

@@ -18,6 +18,7 @@ parameter tensors* as the rnnkit layer or cell it wraps and computes the equatio
   configuration cannot be exported (learned initial states, projections).
 """
 
+import contextlib
 import warnings
 from typing import Final
 
@@ -27,7 +28,16 @@ from torch import Tensor, nn
 
 from rnnkit.cells import LN_EPS, GRUCell, LSTMCell, RecurrentCell, RNNCell
 
-__all__ = ["Direction", "Stack", "exportable_cell", "exportable_layer", "ExportError"]
+__all__ = [
+    "Direction",
+    "ExportError",
+    "OnnxStack",
+    "Stack",
+    "exportable_cell",
+    "exportable_layer",
+    "fused_operators",
+    "onnx_operator_fits",
+]
 
 
 class ExportError(ValueError):
@@ -252,9 +262,26 @@ class Stack(nn.Module):
         return inp, torch.stack(hs, 0), torch.stack(cs, 0)
 
 
-def exportable_layer(layer: nn.Module, name: str = "rnn", script: bool = True) -> Stack:
-    """A :class:`Stack` over the parameters of an rnnkit ``RNN``/``LSTM``/``GRU`` (scripted, so
-    its time loop exports as an ONNX ``Loop``, unless ``script=False``)."""
+_FUSED = [True]
+
+
+@contextlib.contextmanager
+def fused_operators(enabled: bool):
+    """Within the block, :func:`exportable_layer` uses ONNX's fused operators only if
+    ``enabled`` (a graph cannot mix them with scripted loops: see :mod:`rnnkit.export.onnx_io`)."""
+    _FUSED.append(enabled)
+    try:
+        yield
+    finally:
+        _FUSED.pop()
+
+
+def exportable_layer(
+    layer: nn.Module, name: str = "rnn", script: bool = True, fused: bool | None = None
+) -> nn.Module:
+    """The exportable form of an rnnkit ``RNN``/``LSTM``/``GRU``: onnxruntime's fused operator
+    (:class:`OnnxStack`) where ONNX defines the cell and ``fused``, else a :class:`Stack`
+    (scripted, so its time loop exports as an ONNX ``Loop``, unless ``script=False``)."""
     from rnnkit.layers import RecurrentLayer
 
     if not isinstance(layer, RecurrentLayer):
@@ -267,6 +294,9 @@ def exportable_layer(layer: nn.Module, name: str = "rnn", script: bool = True) -
             f"module {name!r}: learn_init_state=True is not exportable yet (the learned h_0 "
             "would have to become the runner's initial state)"
         )
+    fused = _FUSED[-1] if fused is None else fused
+    if fused and script and onnx_operator_fits(layer):
+        return OnnxStack(layer).eval()
     D = 2 if layer.bidirectional else 1
     directions = [
         Direction(cell, layer._params(i), reverse=(i % D == 1), zoneout=layer.zoneout)
@@ -287,3 +317,176 @@ def exportable_cell(cell: RecurrentCell, name: str = "cell") -> Direction:
             f"module {name!r} ({type(cell).__name__}) is not an rnnkit RNN/LSTM/GRU cell"
         )
     return Direction(cell, cell.own_params()).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime's own RNN kernels for the cells ONNX defines
+# ---------------------------------------------------------------------------------------------
+def _onnx_order(kind: str, t: Tensor, H: int) -> Tensor:
+    """Gate blocks of a torch-ordered weight or bias in ONNX's order: LSTM i f g o → i o f c,
+    GRU r z n → z r h; the Elman RNN has one block."""
+    if kind == "lstm":
+        i, f, g, o = t.split(H, 0)
+        return torch.cat([i, o, f, g], 0)
+    if kind == "gru":
+        r, z, n = t.split(H, 0)
+        return torch.cat([z, r, n], 0)
+    return t
+
+
+class _OnnxRecurrent(torch.autograd.Function):
+    """One layer (both directions) as the ONNX ``LSTM``/``GRU``/``RNN`` operator.
+
+    ``forward`` computes the operator's own definition in torch — gates in ONNX's order, weights
+    ``W (D, G·H, I)``, ``R (D, G·H, H)``, ``B (D, 2·G·H)`` = [Wb | Rb], peepholes ``P (D, 3H)``
+    (i, o, f) — so the traced values, and the parity check against rnnkit, prove the weight
+    layout; ``symbolic`` writes the operator with ``sequence_lens``, so padded rows freeze and
+    output 0 past their length, and the reverse direction starts at each row's last step.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lengths, h0, c0, W, R, B, P, kind, directions, relu, reset_after, peep):
+        T = x.shape[0]
+        H = R.shape[-1]
+        t_index = torch.arange(T).unsqueeze(1)  # (T, 1)
+        valid = (t_index < lengths.unsqueeze(0)).unsqueeze(2).to(x.dtype)  # (T, B, 1)
+        ys, hs, cs = [], [], []
+        for d in range(directions):
+            xd = x
+            if d == 1:  # read each row back to front within its own length
+                rev = torch.where(t_index < lengths, lengths - 1 - t_index, t_index)  # (T, B)
+                xd = x.gather(0, rev.unsqueeze(2).expand_as(x))
+            Wb, Rb = B[d].chunk(2)
+            xp = xd @ W[d].T + Wb  # (T, B, G·H)
+            h, c = h0[d], c0[d]
+            out = []
+            for t in range(T):
+                if kind == "lstm":
+                    z = xp[t] + h @ R[d].T + Rb
+                    zi, zo, zf, zc = z.split(H, -1)
+                    if peep:
+                        pi, po, pf = P[d].split(H)
+                        zi, zf = zi + pi * c, zf + pf * c
+                    c_new = torch.sigmoid(zf) * c + torch.sigmoid(zi) * torch.tanh(zc)
+                    if peep:
+                        zo = zo + po * c_new
+                    h_new = torch.sigmoid(zo) * torch.tanh(c_new)
+                elif kind == "gru":
+                    xz, xr, xh = xp[t].split(H, -1)
+                    Rz, Rr, Rh = R[d].split(H)
+                    bz, br, bh = Rb.split(H)
+                    zg = torch.sigmoid(xz + h @ Rz.T + bz)
+                    r = torch.sigmoid(xr + h @ Rr.T + br)
+                    if reset_after:
+                        n = torch.tanh(xh + r * (h @ Rh.T + bh))
+                    else:
+                        n = torch.tanh(xh + (r * h) @ Rh.T + bh)
+                    h_new = (1 - zg) * n + zg * h
+                    c_new = c
+                else:
+                    pre = xp[t] + h @ R[d].T + Rb
+                    h_new = torch.relu(pre) if relu else torch.tanh(pre)
+                    c_new = c
+                m = valid[t]
+                h = h + m * (h_new - h)
+                c = c + m * (c_new - c)
+                out.append(h_new * m)
+            y = torch.stack(out, 0)  # (T, B, H)
+            if d == 1:
+                y = y.gather(0, rev.unsqueeze(2).expand_as(y))
+            ys.append(y)
+            hs.append(h)
+            cs.append(c)
+        return torch.stack(ys, 1), torch.stack(hs, 0), torch.stack(cs, 0)  # (T, D, B, H) …
+
+    @staticmethod
+    def symbolic(g, x, lengths, h0, c0, W, R, B, P, kind, directions, relu, reset_after, peep):
+        H = R.type().sizes()[-1]
+        attrs = {
+            "hidden_size_i": H,
+            "direction_s": "bidirectional" if directions == 2 else "forward",
+        }
+        seq = g.op("Cast", lengths, to_i=6)  # int32, as the operator wants
+        if kind == "lstm":
+            inputs = [x, W, R, B, seq, h0, c0] + ([P] if peep else [])
+            y, h_n, c_n = g.op("LSTM", *inputs, outputs=3, **attrs)
+            return y, h_n, c_n
+        if kind == "gru":
+            attrs["linear_before_reset_i"] = 1 if reset_after else 0
+            y, h_n = g.op("GRU", x, W, R, B, seq, h0, outputs=2, **attrs)
+        else:
+            attrs["activations_s"] = ["Relu" if relu else "Tanh"] * directions
+            y, h_n = g.op("RNN", x, W, R, B, seq, h0, outputs=2, **attrs)
+        return y, h_n, h_n
+
+
+class OnnxStack(nn.Module):
+    """The :class:`Stack` contract on onnxruntime's fused ``LSTM``/``GRU``/``RNN`` operators, one
+    per layer: for the configurations ONNX defines (no layer norm, no zoneout). The exported
+    graph has no per-step nodes at all, which is what makes batched scoring fast."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        cells = layer._cells
+        cell = cells[0]
+        self.kind = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn"}[layer.mode]
+        self.num_layers = layer.num_layers
+        self.directions = 2 if layer.bidirectional else 1
+        self.relu = getattr(cell, "nonlinearity", "tanh") == "relu"
+        self.reset_after = bool(getattr(cell, "reset_after", True))
+        self.peephole = bool(getattr(cell, "peephole", False))
+        H = layer.hidden_size
+        G = cell.num_gates * H
+        for k in range(self.num_layers):
+            Ws, Rs, Bs, Ps = [], [], [], []
+            for d in range(self.directions):
+                p = layer._params(k * self.directions + d)
+                w_ih = p["weight_ih"].detach()
+                zeros = torch.zeros(G, dtype=w_ih.dtype)
+                b_ih = p["bias_ih"].detach() if p["bias_ih"] is not None else zeros
+                b_hh = p["bias_hh"].detach() if p["bias_hh"] is not None else zeros
+                Ws.append(_onnx_order(self.kind, w_ih, H))
+                Rs.append(_onnx_order(self.kind, p["weight_hh"].detach(), H))
+                Bs.append(
+                    torch.cat([_onnx_order(self.kind, b_ih, H), _onnx_order(self.kind, b_hh, H)])
+                )
+                if self.peephole:  # ONNX's P is (i, o, f)
+                    Ps.append(torch.cat([p["weight_ci"], p["weight_co"], p["weight_cf"]]).detach())
+                else:
+                    Ps.append(torch.zeros(3 * H, dtype=w_ih.dtype))
+            self.register_buffer(f"W{k}", torch.stack(Ws))
+            self.register_buffer(f"R{k}", torch.stack(Rs))
+            self.register_buffer(f"B{k}", torch.stack(Bs))
+            self.register_buffer(f"P{k}", torch.stack(Ps))
+
+    def forward(self, x: Tensor, lengths: Tensor, h: Tensor, c: Tensor):
+        D = self.directions
+        inp = x.transpose(0, 1)  # (T, B, I): the operator's layout
+        hs, cs = [], []
+        for k in range(self.num_layers):
+            y, h_n, c_n = _OnnxRecurrent.apply(
+                inp,
+                lengths,
+                h[k * D : (k + 1) * D],
+                c[k * D : (k + 1) * D],
+                getattr(self, f"W{k}"),
+                getattr(self, f"R{k}"),
+                getattr(self, f"B{k}"),
+                getattr(self, f"P{k}"),
+                self.kind,
+                D,
+                self.relu,
+                self.reset_after,
+                self.peephole,
+            )
+            T, _, B, H = y.shape
+            inp = y.permute(0, 2, 1, 3).reshape(T, B, D * H)  # (T, B, D·H)
+            hs.append(h_n)
+            cs.append(c_n)
+        return inp.transpose(0, 1), torch.cat(hs, 0), torch.cat(cs, 0)
+
+
+def onnx_operator_fits(layer: nn.Module) -> bool:
+    """Whether ONNX's own recurrent operator computes ``layer`` (no layer norm, no zoneout)."""
+    cell = layer._cells[0]
+    return not getattr(cell, "layer_norm", False) and not layer.zoneout
