@@ -325,6 +325,41 @@ def test_forecaster_matches_pytorch(tmp_path, options):
 
 
 # ---------------------------------------------------------------------------------------------
+# Captioner
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attention", ["additive", "none"])
+def test_captioner_matches_pytorch(tmp_path, attention):
+    from rnnkit.tasks.captioner import CaptionData, Captioner, CaptionerConfig
+
+    torch.manual_seed(0)
+    vocab = Vocab.build(WORDS, level="word")
+    cfg = CaptionerConfig(
+        encoder="small-cnn",
+        cnn_width=4,
+        attention=attention,
+        embed_size=8,
+        hidden_size=12,
+        feature_size=8,
+        attention_size=8,
+        dropout=0.0,
+    )
+    model = Captioner(cfg, CaptionData(max_len=6), vocab).eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for m in model.cnn.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    runner = load_runner(export_model(model, "caption", tmp_path / "x"))
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    for beam in (1, 3):
+        ref = model.describe(model.prepare_images(pixels), beam_size=beam)
+        got = runner.caption(pixels, beam_size=beam)
+        for r, g in zip(ref, got):
+            assert g["words"] == model.words(r.tokens)
+            assert abs(g["score"] - r.score) < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
 # Run folders, errors, and the runner without torch
 # ---------------------------------------------------------------------------------------------
 def test_export_run_and_runner_without_torch(tmp_path):
@@ -410,7 +445,7 @@ def test_unexportable_models_say_which_module_and_why(tmp_path):
     with pytest.raises(ExportError, match="'rnn'.*not an rnnkit"):
         export_model(model, "lm", tmp_path / "b")
     with pytest.raises(ExportError, match="no ONNX export"):
-        export_model(lm(), "caption", tmp_path / "c")
+        export_model(lm(), "diagnose", tmp_path / "c")
     with pytest.raises(ExportError, match="unknown export format"):
         export_run(tmp_path, tmp_path / "d", format="tflite")
 

@@ -109,6 +109,13 @@ def _task_config(task: str, model, out: Path) -> dict[str, Any]:
             "columns": list(model.columns),
             "state_names": forecaster_state_names(model),
         }
+    elif task == "caption":
+        from rnnkit.image_encoders import ENCODERS
+
+        vocabs["vocab"] = model.vocab
+        cfg["state"] = ["h", "c"]
+        cfg["image_size"] = ENCODERS[model.config.encoder][0]
+        cfg["max_len"] = model.data_config.max_len + 1
     files = {}
     for name, vocab in vocabs.items():
         file = "vocab.json" if name == "vocab" else f"{name}_vocab.json"

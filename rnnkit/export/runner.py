@@ -587,6 +587,53 @@ class Exported:
             results.append(r)
         return results
 
+    # -- captioning -----------------------------------------------------------------------------
+    def _caption_step(self, tokens, state):
+        feeds = {"tokens": tokens.astype(np.int64), **state}
+        out = self.run("caption_step", feeds)
+        return (
+            out["log_probs"],
+            {**state, "h": out["h_out"], "c": out["c_out"]},
+            out.get("attention"),
+        )
+
+    def caption(self, images, beam_size: int = 1, max_len=None, length_penalty: float = 1.0):
+        """Caption images: an ``(N, S, S, 3)`` uint8 array or image files (those need Pillow).
+        Each result has ``caption``, ``words``, ``score`` and ``beam`` (``Captioner.caption``);
+        ``image`` too for files."""
+        names = None
+        size = self.config["image_size"]
+        if not isinstance(images, np.ndarray):
+            from PIL import Image
+
+            names, arrays = [str(p) for p in images], []
+            for name in names:
+                with Image.open(name) as img:
+                    rgb = img.convert("RGB")
+                    if rgb.size != (size, size):
+                        rgb = rgb.resize((size, size), Image.BILINEAR)
+                    arrays.append(np.asarray(rgb, dtype=np.uint8))
+            images = np.stack(arrays)
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 of shape (N, {size}, {size}, 3)")
+        enc = self.run("image_encoder", {"pixels": images})
+        state = {n: enc[n] for n in ("keys", "prepared", "h", "c")}
+        v = self.vocab
+        bos, eos = v.id_of("<bos>"), v.id_of("<eos>")
+        limit = max_len or self.config["max_len"]
+        if beam_size <= 1:
+            hyps = greedy_decode(self._caption_step, state, len(images), bos, eos, limit)
+        else:
+            hyps = beam_search(
+                self._caption_step, state, len(images), bos, eos, beam_size, limit, length_penalty
+            )
+        results = []
+        for i, h in enumerate(hyps):
+            words = [v.itos[t] for t in h["tokens"]]
+            r = {"caption": " ".join(words), "words": words, "score": h["score"], "beam": beam_size}
+            results.append({"image": names[i], **r} if names else r)
+        return results
+
     # -- forecasting ----------------------------------------------------------------------------
     def _fc_run(self, inputs: np.ndarray, state: dict | None):
         """One forecaster graph call; a fresh window's state is built as ``Forecaster.forward``
