@@ -466,3 +466,25 @@ def test_benchmark_quick_prints_ratios():
     for case in ("lstm: generate", "lstm: score", "gru-ln: generate", "classify 20"):
         row = next(line for line in lines if line.startswith(case))
         assert float(row.split()[-1]) > 0
+
+
+@pytest.mark.skipif(
+    not __import__("rnnkit.image_encoders", fromlist=["x"]).pretrained_available(),
+    reason="the EfficientNet-Lite0 packages (rnnkit[caption]) are not installed",
+)
+def test_pretrained_image_encoder_exports(tmp_path):
+    """The frozen EfficientNet-Lite0 goes into the image-encoder graph; its features are rounded
+    to float16 as rnnkit caches them, so keys agree to a float16 step, not to 1e-5."""
+    from rnnkit.tasks.captioner import CaptionData, Captioner, CaptionerConfig
+
+    torch.manual_seed(0)
+    cfg = CaptionerConfig(
+        encoder="efficientnet-lite0", embed_size=8, hidden_size=12, feature_size=8, dropout=0.0
+    )
+    model = Captioner(cfg, CaptionData(max_len=4), Vocab.build(WORDS, level="word")).eval()
+    runner = load_runner(export_model(model, "caption", tmp_path / "x"))
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    got = runner.run("image_encoder", {"pixels": pixels})
+    with torch.no_grad():
+        keys, state = model.start(model.grid(model.prepare_images(pixels)))
+    assert close(got["keys"], keys, 2e-3) and close(got["h"], state.h, 2e-3)

@@ -125,9 +125,9 @@ def _task_config(task: str, model, out: Path) -> dict[str, Any]:
     return cfg
 
 
-def _check_parity(spec, path: Path, atol: float = 1e-4) -> float:
+def _check_parity(spec, path: Path) -> float:
     """Run the written graph on its example inputs and compare with PyTorch; the largest
-    difference (an :class:`ExportError` past ``atol``)."""
+    difference (an :class:`ExportError` past the graph's ``atol``)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -139,7 +139,7 @@ def _check_parity(spec, path: Path, atol: float = 1e-4) -> float:
     worst = 0.0
     for a, b in zip(got, ref):
         worst = max(worst, float(np.abs(a - b.numpy()).max()) if a.size else 0.0)
-    if not worst <= atol:
+    if not worst <= spec.atol:
         raise ExportError(f"graph {spec.name}: onnxruntime differs from PyTorch by {worst:.3g}")
     return worst
 

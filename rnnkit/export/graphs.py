@@ -57,6 +57,8 @@ class GraphSpec:
     inputs: dict[str, Tensor]
     outputs: list[str]
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: how far onnxruntime may differ from PyTorch on the example inputs at export
+    atol: float = 1e-4
 
 
 def _state_axes(names: list[str]) -> dict[str, dict[int, str]]:
@@ -586,6 +588,9 @@ def _caption_graphs(model: nn.Module) -> list[GraphSpec]:
         {"pixels": pixels},
         names,
         {"pixels": {0: "images"}} | {n: {0: "images"} for n in names},
+        # EfficientNet features are rounded to float16 (as rnnkit caches them): a last-bit
+        # difference in a float32 conv can move a value by one float16 step (~5e-4 relative)
+        atol=1e-4 if model.cnn is not None else 2e-2,
     )
     outs = ["log_probs", "h_out", "c_out"] + (["attention"] if model.attention is not None else [])
     inputs = {"tokens": torch.tensor([2, 2]), "h": h, "c": c, "keys": keys, "prepared": prepared}
