@@ -96,6 +96,89 @@ def _unfold_symbolic(g, input, dimension, size, step):
     return g.op("Concat", *parts, axis_i=-1)
 
 
+def sequences_to_scan_outputs(model) -> int:
+    """Rewrite each time loop's list of step outputs as a ``Loop`` scan output; returns how many.
+
+    The TorchScript exporter turns ``outputs.append(h); torch.stack(outputs, 1)`` into
+    ``SequenceEmpty`` → a loop-carried sequence with one ``SequenceInsert`` per step →
+    ``ConcatFromSequence``. onnxruntime copies the whole sequence on every insert, so a loop of T
+    steps costs O(T²). A scan output (the body's value, stacked by the loop along a new axis 0)
+    is the same tensor at O(T): the pattern is replaced by the scan output and a ``Transpose``
+    that moves the time axis where ``torch.stack`` put it. Anything else is left alone.
+    """
+    import onnx
+    from onnx import helper
+
+    g = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks: dict[str, int] = {}
+
+    def collect(graph):
+        for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
+            if vi.type.tensor_type.HasField("shape"):
+                ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    collect(a.g)
+
+    collect(inferred.graph)
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    rewritten = 0
+    for loop in [n for n in g.node if n.op_type == "Loop"]:
+        body = next(a.g for a in loop.attribute if a.name == "body")
+        n_carried = len(loop.input) - 2
+        for j in reversed(range(n_carried)):
+            empty = producers.get(loop.input[j + 2])
+            seq_in, seq_out = body.input[j + 2].name, body.output[j + 1].name
+            inserts = [b for b in body.node if seq_in in b.input]
+            outer_users = consumers.get(loop.output[j], [])
+            if (
+                empty is None
+                or empty.op_type != "SequenceEmpty"
+                or len(consumers.get(empty.output[0], [])) != 1
+                or len(inserts) != 1
+                or inserts[0].op_type != "SequenceInsert"
+                or len(inserts[0].input) != 2
+                or inserts[0].input[0] != seq_in
+                or inserts[0].output[0] != seq_out
+                or any(seq_out in b.input for b in body.node)
+                or len(outer_users) != 1
+                or outer_users[0].op_type != "ConcatFromSequence"
+            ):
+                continue
+            concat = outer_users[0]
+            attrs = {a.name: helper.get_attribute_value(a) for a in concat.attribute}
+            value = inserts[0].input[1]
+            rank = ranks.get(value)
+            if attrs.get("new_axis", 0) != 1 or rank is None:
+                continue
+            axis = attrs["axis"] % (rank + 1)
+            # the body emits `value` as a scan output (after the carried outputs)
+            body.node.remove(inserts[0])
+            del body.input[j + 2]
+            del body.output[j + 1]
+            elem = onnx.TensorProto.FLOAT
+            body.output.append(helper.make_tensor_value_info(value, elem, None))
+            scan = loop.output[j] + "_scan"
+            del loop.input[j + 2]
+            del loop.output[j]
+            loop.output.append(scan)
+            g.node.remove(empty)
+            perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, rank + 1))
+            index = list(g.node).index(concat)
+            g.node.remove(concat)
+            g.node.insert(
+                index, helper.make_node("Transpose", [scan], list(concat.output), perm=perm)
+            )
+            rewritten += 1
+    return rewritten
+
+
 def export_graph(
     module: nn.Module,
     args: tuple,
@@ -135,6 +218,9 @@ def export_graph(
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
+        model = onnx.load(str(tmp))
+        if sequences_to_scan_outputs(model):
+            onnx.save(model, str(tmp))
         onnx.checker.check_model(str(tmp))
     except ExportError:
         raise

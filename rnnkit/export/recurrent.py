@@ -44,13 +44,22 @@ class ExportError(ValueError):
     """A model (or one of its modules) that cannot be exported, with the reason."""
 
 
-def _ln(x: Tensor, weight: Tensor, bias: Tensor, size: int, eps: float = 1e-5) -> Tensor:
-    """LN of each ``size``-wide block of the last axis, then the blocks' γ, β side by side:
-    LN(a) = γ ⊙ (a − mean(a)) / sqrt(var(a) + ε) + β, statistics over one block. ``eps`` must equal :data:`rnnkit.cells.LN_EPS` (checked at import;
-    TorchScript reads no globals)."""
-    parts: list[Tensor] = []
-    for block in x.split(size, -1):
-        parts.append(F.layer_norm(block, [size], None, None, eps))
+def _ln(
+    x: Tensor, weight: Tensor, bias: Tensor, size: int, chunks: int = 1, eps: float = 1e-5
+) -> Tensor:
+    """LN of each of ``chunks`` (1–3) ``size``-wide blocks of the last axis, then the blocks'
+    γ, β side by side: LN(a) = γ ⊙ (a − mean(a)) / sqrt(var(a) + ε) + β, statistics over one
+    block. ``eps`` must equal :data:`rnnkit.cells.LN_EPS` (checked at import; TorchScript reads
+    no globals). The blocks are sliced one by one, not split into a list: after inlining the
+    branch folds away, where a list would become a nested ONNX loop inside the time loop."""
+    if chunks == 1:
+        return F.layer_norm(x, [size], weight, bias, eps)
+    parts = [
+        F.layer_norm(x[..., :size], [size], None, None, eps),
+        F.layer_norm(x[..., size : 2 * size], [size], None, None, eps),
+    ]
+    if chunks == 3:
+        parts.append(F.layer_norm(x[..., 2 * size :], [size], None, None, eps))
     return torch.cat(parts, -1) * weight + bias
 
 
@@ -74,6 +83,7 @@ class Direction(nn.Module):
     zoneout: Final[float]
     hidden_size: Final[int]
     ln_size: Final[int]
+    ln_chunks: Final[int]
 
     def __init__(
         self, cell: RecurrentCell, params: dict, reverse: bool = False, zoneout: float = 0.0
@@ -97,6 +107,7 @@ class Direction(nn.Module):
         self.hidden_size = cell.hidden_size
         # LN block of the input projection: all 4H (LSTM), one gate (GRU), H (Elman)
         self.ln_size = 4 * cell.hidden_size if self.kind == "lstm" else cell.hidden_size
+        self.ln_chunks = 3 if self.kind == "gru" else 1
         G = cell.num_gates * cell.hidden_size
         empty = torch.zeros(1, dtype=params["weight_ih"].dtype)
 
@@ -127,7 +138,7 @@ class Direction(nn.Module):
         norm; per gate block for the GRU)."""
         xp = F.linear(x, self.weight_ih, self.bias_ih)
         if self.layer_norm:
-            xp = _ln(xp, self.ln_ih_weight, self.ln_ih_bias, self.ln_size)
+            xp = _ln(xp, self.ln_ih_weight, self.ln_ih_bias, self.ln_size, self.ln_chunks)
         return xp
 
     def step(self, xp: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -167,14 +178,14 @@ class Direction(nn.Module):
             if self.reset_after:
                 hp = F.linear(h, self.weight_hh, self.bias_hh)
                 if self.layer_norm:
-                    hp = _ln(hp, self.ln_hh_weight, self.ln_hh_bias, H)
+                    hp = _ln(hp, self.ln_hh_weight, self.ln_hh_bias, H, 3)
                 r = torch.sigmoid(x_r + hp[..., :H])
                 zg = torch.sigmoid(x_z + hp[..., H : 2 * H])
                 n = torch.tanh(x_n + r * hp[..., 2 * H :])
             else:
                 hp = F.linear(h, self.weight_hh[: 2 * H], self.bias_hh[: 2 * H])
                 if self.layer_norm:
-                    hp = _ln(hp, self.ln_hh_weight[: 2 * H], self.ln_hh_bias[: 2 * H], H)
+                    hp = _ln(hp, self.ln_hh_weight[: 2 * H], self.ln_hh_bias[: 2 * H], H, 2)
                 r = torch.sigmoid(x_r + hp[..., :H])
                 zg = torch.sigmoid(x_z + hp[..., H:])
                 hn = F.linear(r * h, self.weight_hh[2 * H :], self.bias_hh[2 * H :])
@@ -204,12 +215,13 @@ class Direction(nn.Module):
         if self.reverse:  # within each sequence's own length; padding stays at the end
             rev = torch.where(t_index < L, L - 1 - t_index, t_index)  # (B, T)
             x = x.gather(1, rev.unsqueeze(2).expand(x.shape[0], T, x.shape[2]))
-        valid = (t_index < L).unsqueeze(2).to(x.dtype)  # (B, T, 1)
-        xp = self.project(x)  # (B, T, G·H): one GEMM for every step
+        valid = (t_index < L).t().unsqueeze(2).to(x.dtype)  # (T, B, 1)
+        # one GEMM for every step, time-major so each step reads one contiguous block
+        xp = self.project(x.transpose(0, 1))  # (T, B, G·H)
         outputs: list[Tensor] = []
         for t in range(T):
-            m = valid[:, t]  # (B, 1)
-            h_new, c_new = self.step(xp[:, t], h, c)
+            m = valid[t]  # (B, 1)
+            h_new, c_new = self.step(xp[t], h, c)
             h = h + m * (h_new - h)  # frozen once the sequence has ended
             c = c + m * (c_new - c)
             outputs.append(h_new * m)
