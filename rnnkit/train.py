@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnkit.checkpoint import RunDir, atomic_write_text, capture_rng_state, restore_rng_state
+from rnnkit.checkpoint import RunDir, capture_rng_state, restore_rng_state
 from rnnkit.config import field_meta as _opt
+from rnnkit.fileio import atomic_write_text
 
 __all__ = [
     "TrainConfig",
