@@ -488,3 +488,96 @@ def test_pretrained_image_encoder_exports(tmp_path):
     with torch.no_grad():
         keys, state = model.start(model.grid(model.prepare_images(pixels)))
     assert close(got["keys"], keys, 2e-3) and close(got["h"], state.h, 2e-3)
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    from rnnkit.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_export_then_inference_verbs_on_the_folder(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT * 10, encoding="utf-8")
+    run, out = tmp_path / "run", tmp_path / "onnx"
+    flags = ["--hidden-size", "12", "--embed-size", "8", "--bptt", "8", "--batch-size", "2"]
+    assert (
+        _cli(
+            capsys,
+            "-q",
+            "train",
+            "lm",
+            "--data",
+            corpus,
+            "--out",
+            run,
+            "--dry-run",
+            "--no-progress",
+            *flags,
+        )[0]
+        == 0
+    )
+    code, text, err = _cli(capsys, "export", run, "--format", "onnx", "--out", out, "--json")
+    assert code == 0, err
+    assert json.loads(text)["graphs"] == {
+        "lm_step": "lm_step.onnx",
+        "lm_sequence": "lm_sequence.onnx",
+    }
+    for verb, args in (("score", ["the cat", "a dog"]), ("complete", ["the qu"])):
+        ref = _cli(capsys, verb, run, *args, "--json")
+        got = _cli(capsys, verb, out, *args, "--json")
+        assert got[0] == ref[0] == 0, got[2]
+        for r, g in zip(ref[1].splitlines(), got[1].splitlines()):
+            r, g = json.loads(r), json.loads(g)
+            assert set(r) == set(g)
+            if verb == "score":
+                assert abs(r["log_prob"] - g["log_prob"]) < 1e-4 and r["rank"] == g["rank"]
+            else:
+                assert [c["word"] for c in r["completions"]] == [
+                    c["word"] for c in g["completions"]
+                ]
+    code, text, _ = _cli(
+        capsys, "generate", out, "--prompt", "the ", "--length", "12", "--seed", "1", "--json"
+    )
+    assert code == 0 and len(json.loads(text)["text"]) == 12
+    # a classifier, a tagger and a translator exported from their models
+    torch.manual_seed(0)
+    clf = Classifier(
+        ClassifierConfig(hidden_size=6, embed_size=8, dropout=0.0),
+        ClassifierData(labels=["x", "y"]),
+        word_vocab(),
+    ).eval()
+    export_model(clf, "classify", tmp_path / "clf")
+    code, text, err = _cli(capsys, "classify", tmp_path / "clf", "the cat sat", "--json")
+    assert code == 0, err
+    assert json.loads(text)["probabilities"] == pytest.approx(
+        clf.predict(["the cat sat"])[0]["probabilities"], abs=1e-5
+    )
+    tagger = Tagger(
+        TaggerConfig(embed_size=8, hidden_size=6, dropout=0.0, char_repr="none", crf=True),
+        TaggerData(tags=["O", "B-X", "I-X"]),
+        word_vocab(),
+    ).eval()
+    export_model(tagger, "tag", tmp_path / "tagger")
+    code, text, err = _cli(capsys, "tag", tmp_path / "tagger", "the lazy dog", "--json")
+    assert code == 0 and json.loads(text) == tagger.tag(["the lazy dog"])[0], err
+    s2s = Seq2Seq(
+        Seq2SeqConfig(
+            embed_size=8,
+            hidden_size=8,
+            decoder_size=16,
+            attention_size=8,
+            output_size=8,
+            dropout=0.0,
+        ),
+        Seq2SeqData(source_vocab=DIGITS, target_vocab=DIGITS),
+    ).eval()
+    export_model(s2s, "translate", tmp_path / "s2s")
+    code, text, err = _cli(capsys, "translate", tmp_path / "s2s", "1 2 3", "--beam", "2", "--json")
+    assert code == 0, err
+    assert json.loads(text)["tokens"] == s2s.translate(["1 2 3"], beam_size=2)[0]["tokens"]
+    # a folder of another task is a usage error naming it
+    code, _, err = _cli(capsys, "tag", tmp_path / "clf", "the cat")
+    assert code == 2 and "not a tag run" in err

@@ -30,7 +30,7 @@ from rnnkit.export.graphs import build_graphs, crf_scores, forecaster_state_name
 from rnnkit.export.onnx_io import OPSET, check_versions, export_graph
 from rnnkit.export.recurrent import ExportError, OnnxStack
 
-__all__ = ["ExportError", "export_model", "export_run", "FORMATS"]
+__all__ = ["ExportError", "FORMATS", "export_model", "export_run", "is_export_dir", "load_exported"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,21 @@ def export_model(
     shutil.copyfile(RUNNER, out / "runner.py")
     log.info("exported %s model to %s (%s)", task, out, ", ".join(graphs.values()))
     return out
+
+
+def is_export_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by :func:`export_run`."""
+    from rnnkit.export.runner import is_export_dir as check
+
+    return check(path)
+
+
+def load_exported(path: str | os.PathLike):
+    """An export folder opened with the runner (:class:`rnnkit.export.runner.Exported`): the
+    task model's inference methods, on onnxruntime."""
+    from rnnkit.export.runner import load
+
+    return load(path)
 
 
 def export_run(

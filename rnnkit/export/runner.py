@@ -386,6 +386,20 @@ class Exported:
             for lp, cont, b in heapq.nlargest(k, finished, key=lambda f: f[0])
         ]
 
+    def next_words(self, text: str, k: int = 5, unknown=None) -> list[dict[str, Any]]:
+        """The ``k`` likeliest next words of a word-level model (``LanguageModel.next_words``)."""
+        v = self.vocab
+        if v.level != "word":
+            raise ValueError("next_words() needs a word-level model; use complete()")
+        logits, _ = self._lm_advance(self._lm_encode(self._default_context() + text, unknown))
+        logp = log_softmax(logits)
+        logp[: len(v.specials)] = -np.inf
+        top = np.argsort(-logp, kind="stable")[: min(k, logp.size - len(v.specials))]
+        return [
+            {"word": v.itos[i], "probability": math.exp(float(logp[i])), "log_prob": float(logp[i])}
+            for i in top
+        ]
+
     # -- classifier and tagger ------------------------------------------------------------------
     def _token_rows(self, tokens: list[str]) -> tuple[list[int], np.ndarray | None]:
         c = self.config
@@ -452,8 +466,10 @@ class Exported:
             out[idx] = softmax(self.run("classifier", feeds)["logits"])
         return out
 
-    def classify(self, inputs: list) -> list[dict[str, Any]]:
+    def classify(self, inputs: list, ensemble=()) -> list[dict[str, Any]]:
         """Each input's ``label``, its ``probability`` and every class's (``Classifier.predict``)."""
+        if ensemble:
+            raise ValueError("an exported classifier runs alone: --ensemble needs the runs")
         names = self.config["label_names"]
         probs = self.probabilities(list(inputs))
         results = []
@@ -493,6 +509,14 @@ class Exported:
             data = json.loads((self.path / self.config["crf"]).read_text(encoding="utf-8"))
             self._crf_scores = {k: np.asarray(v, np.float32) for k, v in data.items()}
         return self._crf_scores
+
+    @staticmethod
+    def format_tagged(result: dict[str, Any]) -> str:
+        """``word/TAG word/TAG …``."""
+        return " ".join(f"{w}/{t}" for w, t in zip(result["tokens"], result["tags"]))
+
+    def plot_attention(self, result: dict[str, Any], path) -> None:
+        raise ValueError("attention pictures need rnnkit (matplotlib): use the run, not the export")
 
     def tag(self, sentences: list, batch_size: int = 128) -> list[dict[str, Any]]:
         """``tokens``, ``tags`` and (BIO tag sets) ``entities`` of each sentence."""
@@ -597,10 +621,14 @@ class Exported:
             out.get("attention"),
         )
 
-    def caption(self, images, beam_size: int = 1, max_len=None, length_penalty: float = 1.0):
+    def caption(
+        self, images, beam_size=1, max_len=None, length_penalty=1.0, attention_png=None
+    ) -> list[dict[str, Any]]:
         """Caption images: an ``(N, S, S, 3)`` uint8 array or image files (those need Pillow).
         Each result has ``caption``, ``words``, ``score`` and ``beam`` (``Captioner.caption``);
         ``image`` too for files."""
+        if attention_png:
+            raise ValueError("attention pictures need rnnkit (matplotlib): use the run")
         names = None
         size = self.config["image_size"]
         if not isinstance(images, np.ndarray):
