@@ -50,6 +50,7 @@ from rnnkit.fileio import (
     atomic_write_json,
     atomic_write_text,
 )
+from rnnkit.version import __version__
 
 __all__ = [
     "RunDir",
@@ -71,7 +72,6 @@ logger = logging.getLogger(__name__)
 
 # safetensors metadata key under which tied-weight aliases are recorded ({alias: stored_name}).
 _ALIASES_KEY = "rnnkit.aliases"
-_FALLBACK_VERSION = "0.1.0"
 
 
 # --------------------------------------------------------------------------- safetensors
@@ -384,15 +384,6 @@ def default_run_dir(task: str, root: PathLike = "runs") -> Path:
     return Path(root) / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _rnnkit_version() -> str:
-    try:
-        import rnnkit  # imported late: rnnkit/__init__ may itself import this module
-
-        return str(getattr(rnnkit, "__version__", _FALLBACK_VERSION))
-    except ImportError:
-        return _FALLBACK_VERSION
-
-
 def _read_json(path: Path, what: str) -> Any:
     if not path.exists():
         raise CheckpointError(f"missing {what}; is this a run directory?", path=path)
@@ -476,7 +467,7 @@ class RunDir:
     def save_config(self, config: Mapping[str, Any]) -> None:
         """Write ``config.json``, stamping ``rnnkit_version`` with the running version."""
         data = dict(config)
-        data["rnnkit_version"] = _rnnkit_version()
+        data["rnnkit_version"] = __version__
         atomic_write_json(self.config_path, data)
 
     def load_config(self) -> dict[str, Any]:

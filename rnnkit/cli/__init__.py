@@ -1,15 +1,16 @@
 """The ``rnnkit`` command: a thin argparse front over the library.
 
 Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``, ``forecast``,
-``classify``, ``tag``, ``caption``, ``translate``, ``diagnose``, ``bench``, ``export``. Settings resolve as
-defaults → ``--config FILE`` (TOML) → flags; the resolved config is printed and saved in the run.
+``classify``, ``tag``, ``caption``, ``translate``, ``diagnose``, ``bench``, ``runs``, ``plot``, ``export``.
+Settings resolve as defaults → ``--config FILE`` (TOML) → flags; the resolved config is printed
+and saved in the run.
 Every inference verb takes ``--json`` and then prints one JSON object per input.
 
 This package owns the parser (:func:`build_parser`), the entry point (:func:`main`) and the
 mapping of errors to exit codes: 0 success, 2 bad input or usage (one line on stderr, no
 traceback), 1 anything else (training stopped on a non-finite loss, or an internal error),
 130 interrupted. The verbs live one family per module (``train``, ``lm``, ``tasks``,
-``diagnose``), their shared options and helpers in :mod:`rnnkit.cli.common`.
+``diagnose``, ``runs``), their shared options and helpers in :mod:`rnnkit.cli.common`.
 
 Adding a verb: write ``rnnkit/cli/<name>.py`` with a module docstring, its ``cmd_<verb>(args) ->
 int`` functions and one ``register(verbs)`` that adds its sub-parsers to ``verbs`` (an
@@ -31,12 +32,12 @@ from rnnkit.cli.common import UsageError
 __all__ = ["VERB_MODULES", "UsageError", "build_parser", "main"]
 
 #: the modules of ``rnnkit.cli`` whose ``register(verbs)`` adds verbs, in ``--help`` order
-VERB_MODULES = ("train", "lm", "tasks", "diagnose", "export")
+VERB_MODULES = ("train", "lm", "tasks", "diagnose", "runs", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rnnkit`` parser: global options, then every verb module's sub-parsers."""
-    from rnnkit import __version__
+    from rnnkit.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="rnnkit",

@@ -20,6 +20,7 @@ __all__ = [
     "load_run_as",
     "print_results",
     "read_inputs",
+    "make_request",
     "unknown_policy",
 ]
 
@@ -78,6 +79,21 @@ def load_ensemble(args: argparse.Namespace, model) -> list:
     if runs and not isinstance(model, Classifier):
         raise UsageError(f"--ensemble averages classify runs; {args.run} is not one")
     return [load(run, tag=args.tag, device=args.device) for run in runs]
+
+
+def make_request(kind: type, flags: dict[str, str] | None = None, **fields):
+    """The inference request ``kind(**fields)``. A field the contract refuses is a usage error
+    that names the flag it came from (``flags``: field → flag, default ``--field-name``)."""
+    try:
+        return kind(**fields)
+    except ValueError as e:
+        message = str(e)
+        for name in fields:
+            prefix = f"{kind.__name__}.{name}:"
+            if message.startswith(prefix):
+                flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
+                message = flag + message[len(prefix) - 1 :]
+        raise UsageError(message) from None
 
 
 def unknown_policy(args: argparse.Namespace) -> str:

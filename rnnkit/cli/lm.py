@@ -12,14 +12,16 @@ import sys
 
 from rnnkit.cli.common import (
     ENSEMBLE_HELP,
-    UsageError,
     add_run_options,
     load_ensemble,
     load_run,
+    make_request,
+    print_results,
     read_inputs,
     unknown_policy,
 )
 from rnnkit.cli.music import add_generate_flags, generate_tunes
+from rnnkit.inference import CompleteRequest, EvaluateRequest, GenerateRequest, ScoreRequest
 from rnnkit.tasks.music import MusicModel
 
 
@@ -29,34 +31,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.temperature = getattr(model, "default_temperature", 0.8)
     if isinstance(model, MusicModel) or args.tunes is not None:
         return generate_tunes(model, args)  # whole tunes: ABC, MIDI, WAV (cli/music.py)
-    if args.length < 0:
-        raise UsageError("--length must be >= 0")
-    stream = None if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
-    if stream:
-        sys.stdout.write(args.prompt)
-    text = model.generate(
-        args.prompt,
-        args.length,
+    request = make_request(
+        GenerateRequest,
+        {"max_tokens": "--length"},
+        prompt=args.prompt,
+        max_tokens=args.length,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
-        on_text=stream,
         unknown=unknown_policy(args),
     )
+    stream = None if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+    if stream:
+        sys.stdout.write(args.prompt)
+    result = model.infer(request, on_text=stream)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "prompt": args.prompt,
-                    "text": text,
-                    "temperature": args.temperature,
-                    "top_k": args.top_k,
-                    "top_p": args.top_p,
-                    "seed": args.seed,
-                }
-            )
-        )
+        print(json.dumps(result.to_json()))
     else:
         sys.stdout.write("\n")
     return 0
@@ -64,16 +55,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     model = load_run(args)
-    results = [model.score(t, unknown=unknown_policy(args)) for t in read_inputs(args)]
-    ranked = sorted(results, key=lambda r: -r["log_prob"])
-    for rank, r in enumerate(ranked, 1):
-        r["rank"] = rank
+    result = model.infer(ScoreRequest(read_inputs(args), unknown=unknown_policy(args)))
     if args.json:
-        for r in results:
-            print(json.dumps(r))
+        print_results(result.lines(), True, str)
         return 0
     print(f"{'rank':>4}  {'log p (nats)':>12}  {'nats/tok':>8}  {'bits/tok':>8}  {'ppl':>8}  text")
-    for r in ranked:
+    for r in sorted(result.lines(), key=lambda r: r["rank"]):
         print(
             f"{r['rank']:>4}  {r['log_prob']:>12.3f}  {r['nats_per_token']:>8.3f}  "
             f"{r['bits_per_token']:>8.3f}  {r['perplexity']:>8.2f}  {r['text']}"
@@ -83,57 +70,36 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     model = load_run(args)
-    if args.k < 1:
-        raise UsageError("--k must be >= 1")
-    if getattr(model.vocab, "level", "char") == "word" and hasattr(model, "next_words"):
-        results = model.next_words(args.text, k=args.k)
-    else:
-        results = model.complete(args.text, k=args.k, unknown=unknown_policy(args))
+    request = make_request(CompleteRequest, text=args.text, k=args.k, unknown=unknown_policy(args))
+    result = model.infer(request)
     if args.json:
-        print(json.dumps({"text": args.text, "completions": results}))
+        print(json.dumps(result.to_json()))
         return 0
-    for r in results:
+    for r in result.completions:
         print(f"{r['probability']:8.4f}  {r.get('word', '')}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.data.readers import read_text
-
     model = load_run(args)
     ensemble = load_ensemble(args, model)
-    if ensemble or hasattr(model, "evaluate_file"):  # classification, tagging: labelled data
-        extra = {"ensemble": ensemble} if ensemble else {}
+    if ensemble:  # several classify runs whose probabilities are averaged: not one model's answer
         result = model.evaluate_file(
-            args.data, confusion=args.confusion, encoding=args.encoding, **extra
+            args.data, confusion=args.confusion, encoding=args.encoding, ensemble=ensemble
         )
-        print(json.dumps(result) if args.json else model.format_evaluation(result))
-        return 0
-    if args.data:
-        text, where = read_text(args.data, args.encoding), args.data
     else:
-        from rnnkit.checkpoint import RunDir
-        from rnnkit.config import from_dict
-        from rnnkit.tasks.language_model import LanguageModelData, read_corpus
-
-        data_cfg = from_dict(LanguageModelData, RunDir(args.run).load_config()["data"])
-        _, text, where = read_corpus(data_cfg)
-        where = f"validation split of {where}"
-    m = model.evaluate_text(text)
-    result = {
-        "data": str(where),
-        "tokens": m["tokens"],
-        "loss": m["loss"],
-        "bits": m["bits"],
-        "perplexity": m["perplexity"],
-    }
+        request = EvaluateRequest(args.data, args.encoding, args.confusion)
+        result = model.infer(request).to_json()
     if args.json:
         print(json.dumps(result))
+    elif hasattr(model, "format_evaluation"):  # classification, tagging: labelled data
+        print(model.format_evaluation(result))
     else:
         unit = "char" if model.vocab.level == "char" else "token"
         print(
-            f"{where}: {m['tokens']:,} {unit}s, loss {m['loss']:.4f} nats/{unit}, "
-            f"{m['bits']:.4f} bits/{unit}, perplexity {m['perplexity']:.3f}"
+            f"{result['data']}: {result['tokens']:,} {unit}s, loss {result['loss']:.4f} "
+            f"nats/{unit}, {result['bits']:.4f} bits/{unit}, "
+            f"perplexity {result['perplexity']:.3f}"
         )
     return 0
 

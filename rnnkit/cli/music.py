@@ -1,7 +1,7 @@
 """``rnnkit generate`` for music runs: whole tunes in ABC notation, checked and exported.
 
 ``rnnkit generate RUN --tunes N --out DIR --midi --wav --png`` samples tunes with
-:meth:`rnnkit.tasks.music.MusicModel.generate_tunes` (header fields the user fixes: ``--key``,
+:class:`~rnnkit.inference.MusicRequest` (the music model's ``infer``) (header fields the user fixes: ``--key``,
 ``--meter``, ``--title``, ``--unit-length``), writes them to stdout or to ``DIR`` (``tunes.abc``
 and ``tune_NNN.abc``), parses each and checks its bars (``--check``, implied by ``--out``), and
 exports MIDI, WAV and piano rolls with :mod:`rnnkit.music_export`.
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rnnkit.inference import MusicRequest
 from rnnkit.tasks.music import GeneratedTune, MusicModel
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,20 @@ def generate_tunes(model, args: argparse.Namespace) -> int:
             raise ValueError("MIDI, WAV and piano rolls need music21: pip install 'rnnkit[music]'")
         log.warning("music21 is not installed: tunes are not parsed (pip install 'rnnkit[music]')")
         check = False
-    tunes = model.generate_tunes(
-        n,
-        seed=args.seed,
+    request = MusicRequest(
+        tunes=n,
         prompt=args.prompt,
-        title=args.title,
-        meter=args.meter,
         key=args.key,
+        meter=args.meter,
+        title=args.title,
         unit=args.unit_length,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         max_chars=args.max_chars,
+        seed=args.seed,
     )
+    tunes = [GeneratedTune(t["number"], t["abc"], t["ended"]) for t in model.infer(request).tunes]
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rnnkit.cli.common import (
     ENSEMBLE_HELP,
-    UsageError,
     add_run_options,
     load_ensemble,
     load_run_as,
+    make_request,
     print_results,
     read_inputs,
 )
@@ -41,66 +42,80 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from rnnkit.inference import ClassifyRequest
     from rnnkit.tasks.classifier import Classifier, format_prediction
 
     model = load_run_as(args, Classifier, "classify")
-    results = model.predict(read_inputs(args), ensemble=load_ensemble(args, model))
+    texts, ensemble = read_inputs(args), load_ensemble(args, model)
+    if ensemble:  # probabilities averaged over several runs: not one model's answer
+        results = model.predict(texts, ensemble=ensemble)
+    else:
+        results = model.infer(ClassifyRequest(texts)).lines()
     print_results(results, args.json, format_prediction)
     return 0
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    from rnnkit.inference import TagRequest
     from rnnkit.tasks.tagger import Tagger
 
     model = load_run_as(args, Tagger, "tag")
-    print_results(model.tag(read_inputs(args)), args.json, model.format_tagged)
+    result = model.infer(TagRequest(read_inputs(args)))
+    print_results(result.lines(), args.json, model.format_tagged)
     return 0
 
 
-def _check_beam(args: argparse.Namespace) -> None:
-    if args.beam < 1:
-        raise UsageError("--beam must be >= 1")
+def _draw_attention(model, results: list[dict], path: str | None, number_first: bool) -> None:
+    """With ``--attention-png``: one picture per result (``model.plot_attention``), its path
+    recorded in the result instead of the weights. Several results are numbered ``a-2.png``,
+    ``a-3.png`` … after ``a.png``, or from ``a-1.png`` on with ``number_first``."""
+    for i, r in enumerate(results if path else ()):
+        png = Path(path)
+        if i or (number_first and len(results) > 1):
+            png = png.with_name(f"{png.stem}-{i + 1}{png.suffix}")
+        model.plot_attention(r, png)
+        r["attention_png"] = str(png)
+        r.pop("attention")
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
+    from rnnkit.inference import CaptionRequest
     from rnnkit.tasks.captioner import Captioner, format_caption
 
-    _check_beam(args)
     model = load_run_as(args, Captioner, "caption")
-    results = model.caption(
-        args.images, beam_size=args.beam, max_len=args.max_len, attention_png=args.attention_png
+    fields = {"beam_size": args.beam, "max_len": args.max_len}
+    request = make_request(
+        CaptionRequest, FLAGS, images=args.images, **fields, attention=bool(args.attention_png)
     )
+    results = model.infer(request).lines()
+    _draw_attention(model, results, args.attention_png, number_first=False)
     print_results(results, args.json, format_caption)
     return 0
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from rnnkit.inference import TranslateRequest
     from rnnkit.tasks.seq2seq import Seq2Seq, format_translation
 
-    _check_beam(args)
-    if args.max_len is not None and args.max_len < 1:
-        raise UsageError("--max-len must be >= 1")
     model = load_run_as(args, Seq2Seq, "translate")
-    texts = read_inputs(args)
-    results = model.translate(
-        texts,
+    request = make_request(
+        TranslateRequest,
+        FLAGS,
+        texts=read_inputs(args),
         beam_size=args.beam,
         max_len=args.max_len,
         length_penalty=args.length_penalty,
         attention=bool(args.attention_png),
     )
-    for i, r in enumerate(results):
-        if args.attention_png:
-            png = Path(args.attention_png)
-            if len(results) > 1:  # one picture per input: a.png -> a-1.png, a-2.png, ...
-                png = png.with_name(f"{png.stem}-{i + 1}{png.suffix}")
-            model.plot_attention(r, png)
-            r["attention_png"] = str(png)
-            r.pop("attention")
+    results = model.infer(request).lines()
+    _draw_attention(model, results, args.attention_png, number_first=True)
+    for r in results:
         print(json.dumps(r, ensure_ascii=False) if args.json else format_translation(r))
     return 0
+
+
+#: request field → the flag that sets it (for usage errors)
+FLAGS = {"beam_size": "--beam", "max_len": "--max-len"}
 
 
 def _text_inputs(p: argparse.ArgumentParser, metavar: str, help: str, file_help: str) -> None:

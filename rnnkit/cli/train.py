@@ -23,6 +23,27 @@ def _train_sections(task) -> dict[str, type]:
     return {**task.sections, "train": TrainConfig}
 
 
+def _changed_settings(args: argparse.Namespace, saved: dict) -> list[str]:
+    """The model/data flags given with ``--resume`` whose values differ from the run's saved
+    ones, each as ``section.name (saved X, given Y)``: re-running the same command with
+    ``--resume`` added repeats them unchanged, which is no change."""
+    import json
+
+    def plain(value):  # tuples and lists, ints and floats compare as JSON does
+        return json.loads(json.dumps(value))
+
+    changed = []
+    for key, value in sorted(vars(args).items()):
+        if "." not in key or key.startswith("train."):
+            continue
+        section, name = key.split(".", 1)
+        if name in saved.get(section, {}) and plain(saved[section][name]) == plain(value):
+            continue
+        was = saved.get(section, {}).get(name, "unset")
+        changed.append(f"{key} (saved {was!r}, given {value!r})")
+    return changed
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -45,9 +66,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"{run.path} is a {saved.get('task')!r} run, not {task.name!r}")
         overrides = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("train.")}
         train_cfg = from_dict(TrainConfig, {**saved["train"], **overrides})
-        other = [k for k in vars(args) if "." in k and not k.startswith("train.")]
-        if other:
-            raise UsageError(f"--resume keeps the run's model and data; cannot change {other[0]}")
+        changed = _changed_settings(args, saved)
+        if changed:
+            raise UsageError(
+                f"--resume keeps the run's model and data; cannot change {'; '.join(changed)}"
+            )
         group, device = init_from_env(select_device(train_cfg.device))
         vocab = Vocab.load(run.vocab_path) if run.vocab_path.exists() else None
         model, training = task.restore(saved, vocab, device, train_cfg, with_data=True)

@@ -87,6 +87,7 @@ def copy_task(
 
 
 def memory_metric_name(task: str) -> str:
+    """The name of a memory task's test metric, as tables print it."""
     return "test MSE" if task == "adding" else "test accuracy"
 
 
@@ -98,6 +99,7 @@ def memory_success(task: str, metric: float) -> bool:
 
 
 def memory_success_text(task: str) -> str:
+    """A memory task's success criterion in words, for the report's header."""
     if task == "adding":
         return "success = test MSE < 0.01 (predicting 1 scores 1/6 ≈ 0.167)"
     if task == "bit":

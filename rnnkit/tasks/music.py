@@ -42,6 +42,7 @@ from rnnkit.data.batching import StreamBatches
 from rnnkit.data.readers import IRISH_TUNES, bundled_path, read_text
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
+from rnnkit.inference import MusicRequest, MusicResult
 from rnnkit.tasks.language_model import (
     LanguageModel,
     LanguageModelConfig,
@@ -349,6 +350,30 @@ class MusicModel(LanguageModel):
                 ended = "next tune"
                 break
         return GeneratedTune(number, text.rstrip() if ended != "max_chars" else text, ended)
+
+    #: the requests :meth:`infer` answers (and those of the language model)
+    answers = (MusicRequest, *LanguageModel.answers)
+
+    def answer(self, request, **options):
+        """Whole tunes for a :class:`~rnnkit.inference.MusicRequest`; the language model's
+        answers otherwise (evaluation is in tunes: :meth:`evaluate_file`)."""
+        if not isinstance(request, MusicRequest):
+            return super().answer(request, **options)
+        r = request
+        tunes = self.generate_tunes(
+            r.tunes,
+            seed=r.seed,
+            prompt=r.prompt,
+            title=r.title,
+            meter=r.meter,
+            key=r.key,
+            unit=r.unit,
+            temperature=r.temperature,
+            top_k=r.top_k,
+            top_p=r.top_p,
+            max_chars=r.max_chars,
+        )
+        return MusicResult([{"number": t.number, "abc": t.text, "ended": t.ended} for t in tunes])
 
     def generate_tunes(
         self, n: int, seed: int | None = None, first_number: int = 1, **options: Any

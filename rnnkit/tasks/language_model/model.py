@@ -1,157 +1,44 @@
-"""Language models: embedding → recurrent layer → dropout → linear decoder over the vocabulary.
-
-The model predicts the next token from everything before it: p(x_{t+1} | x_≤t) = softmax(W h_t + b).
-Training minimises the per-step cross-entropy with truncated BPTT over a stream batch (the state
-is carried across windows and detached at each boundary). Inference:
-
-* :meth:`LanguageModel.generate` samples with temperature / top-k / top-p, carrying the state so
-  each new token costs one step however long the text already is;
-* :meth:`LanguageModel.score` gives a text's log-probability, nats and bits per token, perplexity;
-* :meth:`LanguageModel.complete` finds the k most likely completions of the current word
-  (beam search up to the next word boundary) — keyboard autocomplete;
-* :meth:`LanguageModel.evaluate_text` reads a whole file in order with the state carried.
-"""
+"""The text models: :class:`TextModel` (generate, score, complete) and its two cores."""
 
 from __future__ import annotations
 
 import heapq
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.config import field_meta as _opt
-from rnnkit.data.batching import StreamBatches
-from rnnkit.data.readers import TINY_SHAKESPEARE, bundled_path, read_text, split_text
-from rnnkit.data.vocab import EOS, Vocab
-from rnnkit.distributed import Dist
+from rnnkit.data.vocab import Vocab
+from rnnkit.decoding import concat_states
 from rnnkit.errors import DataError
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.inference import (
+    CompleteRequest,
+    CompleteResult,
+    EvaluateRequest,
+    EvaluateResult,
+    GenerateRequest,
+    GenerateResult,
+    ScoreRequest,
+    ScoreResult,
+)
 from rnnkit.regularizers import norm_stabilizer
-from rnnkit.state import detach_state
-from rnnkit.tasks.base import Output
+from rnnkit.state import map_state
+from rnnkit.tasks.base import Output, TaskModel
+from rnnkit.tasks.common.recurrent import recurrent_for
+from rnnkit.tasks.language_model.config import tokenize_text
+from rnnkit.tasks.language_model.sampling import _is_boundary, sample_next
 
-__all__ = [
-    "LanguageModelConfig",
-    "LanguageModelData",
-    "LanguageModel",
-    "WindowLanguageModel",
-    "TextModel",
-    "build_language_model",
-    "LanguageModelTraining",
-    "TASK",
-]
+if TYPE_CHECKING:
+    from rnnkit.tasks.language_model.config import LanguageModelConfig
 
 log = logging.getLogger(__name__)
 
-LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
-
-@dataclass
-class LanguageModelConfig:
-    """Architecture of a recurrent language model."""
-
-    model: str = field(
-        default="rnn",
-        metadata=_opt(
-            "rnn (recurrent) or window (feed-forward over the previous N tokens)", ("rnn", "window")
-        ),
-    )
-    window: int = field(default=8, metadata=_opt("window model: how many previous tokens it sees"))
-    cell: str = field(default="lstm", metadata=_opt("recurrent cell", ("lstm", "gru", "rnn")))
-    embed_size: int = field(default=64, metadata=_opt("embedding width"))
-    hidden_size: int = field(default=384, metadata=_opt("recurrent state width"))
-    num_layers: int = field(default=1, metadata=_opt("stacked recurrent layers"))
-    dropout: float = field(
-        default=0.1, metadata=_opt("dropout on embeddings, between layers and before the decoder")
-    )
-    dropout_mode: str = field(
-        default="standard",
-        metadata=_opt(
-            "standard or variational (one mask per sequence)", ("standard", "variational")
-        ),
-    )
-    embed_dropout: float = field(
-        default=0.0, metadata=_opt("drop whole embedding rows (words) with this probability")
-    )
-    weight_drop: float = field(
-        default=0.0, metadata=_opt("DropConnect on hidden-to-hidden weights")
-    )
-    zoneout: float = field(default=0.0, metadata=_opt("zoneout probability"))
-    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
-    peephole: bool = field(default=False, metadata=_opt("peephole connections (LSTM)"))
-    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
-    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
-    init: str = field(
-        default="default",
-        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
-    )
-    reset_after: bool = field(
-        default=True, metadata=_opt("GRU form: torch's (true) or Cho 2014 (false)")
-    )
-    tie_weights: bool = field(
-        default=False,
-        metadata=_opt("share the embedding and decoder matrix (needs embed_size == hidden_size)"),
-    )
-    norm_stabilizer: float = field(
-        default=0.0,
-        metadata=_opt("β of the norm-stabiliser penalty β·mean_t (‖h_t‖ − ‖h_{t−1}‖)² (0 = off)"),
-    )
-    init_range: float | None = field(
-        default=None, metadata=_opt("if set, every weight ~ U(-r, r) (Zaremba et al.)")
-    )
-    time_reduction: str = field(
-        default="mean",
-        metadata=_opt("loss over time steps: mean, or sum (Zaremba et al.)", ("mean", "sum")),
-    )
-
-
-@dataclass
-class LanguageModelData:
-    """Where the text comes from and how it is cut into training windows."""
-
-    data: str | None = field(
-        default=None, metadata=_opt("training text file (default: bundled Tiny Shakespeare)")
-    )
-    data_dir: str | None = field(
-        default=None,
-        metadata=_opt("directory with *train.txt and *valid.txt (e.g. PTB's ptb.train.txt)"),
-    )
-    valid: str | None = field(
-        default=None,
-        metadata=_opt("validation text file (default: the last valid_fraction of data)"),
-    )
-    valid_fraction: float = field(
-        default=0.1, metadata=_opt("share of data held out when no --valid file")
-    )
-    encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
-    level: str = field(default="char", metadata=_opt("char or word tokens", ("char", "word")))
-    bptt: int = field(default=64, metadata=_opt("truncated-BPTT window (time steps per update)"))
-    max_vocab: int | None = field(
-        default=None, metadata=_opt("word level: keep the most frequent N words")
-    )
-    min_freq: int = field(default=1, metadata=_opt("word level: drop words rarer than this"))
-
-
-def tokenize_text(text: str, level: str) -> list[str]:
-    """Characters, or words with ``<eos>`` at every line break (the PTB convention)."""
-    if level == "char":
-        return list(text)
-    out: list[str] = []
-    for i, line in enumerate(text.split("\n")):
-        if i:
-            out.append(EOS)
-        out.extend(line.split())
-    return out
-
-
-class TextModel(nn.Module):
+class TextModel(TaskModel):
     """Inference over text shared by every language model (recurrent or windowed).
 
     Subclasses define ``forward(inputs (B, T), state, targets) -> Output`` whose ``state``
@@ -160,10 +47,6 @@ class TextModel(nn.Module):
 
     config: LanguageModelConfig
     vocab: Vocab
-
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.weight.device
 
     # -- text helpers -------------------------------------------------------------------------
     def tokens(self, text: str) -> list[str]:
@@ -210,6 +93,39 @@ class TextModel(nn.Module):
             logits, state = out.logits[0, -1], out.state
         return logits, state
 
+    # -- stepping: the batched pieces generation is made of ---------------------------------
+    #: which dimension of every state tensor is the batch (the layers' (L, B, H) by default)
+    state_batch_dim: int = 1
+
+    @torch.no_grad()
+    def prime(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, Tensor]:
+        """Read a batch of token-id prompts (any lengths, each ≥ 1 id): returns the batched
+        ``state`` after each prompt and the logits of the next token, ``(B, V)``."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("prime() needs at least one prompt, each of at least one token id")
+        runs = [self._advance(list(p)) for p in prompts]
+        state = concat_states([st for _, st in runs], self.state_batch_dim)
+        return state, torch.stack([lg for lg, _ in runs])
+
+    @torch.no_grad()
+    def step(self, ids: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed one token per row, ``ids (B,)``: returns the next logits ``(B, V)`` and state."""
+        out = self(ids.view(-1, 1).to(self.device), state)
+        return out.logits[:, -1], out.state
+
+    def select_state(self, state: Any, rows: Sequence[int] | Tensor) -> Any:
+        """The rows ``rows`` of a batched ``state`` (to drop finished streams or reorder)."""
+        rows = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
+        return map_state(lambda t: t.index_select(self.state_batch_dim, rows), state)
+
+    def banned_ids(self) -> list[int]:
+        """Ids never sampled: the specials, except ``<eos>`` for word models (a line end)."""
+        return [
+            i
+            for i in range(len(self.vocab.specials))
+            if i != self.vocab.eos_id or self.vocab.level == "char"
+        ]
+
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -229,6 +145,25 @@ class TextModel(nn.Module):
         probability reaches p; temperature 0 is greedy (argmax). ``on_text`` receives each
         token's text as it is sampled (streaming).
         """
+        return self.sample_text(prompt, length, temperature, top_k, top_p, seed, on_text, unknown)[
+            0
+        ]
+
+    @torch.no_grad()
+    def sample_text(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+        unknown: str | None = None,
+        stop: Sequence[str] = (),
+    ) -> tuple[str, int, str]:
+        """:meth:`generate` that also stops at the first of the ``stop`` strings (cut off, not
+        included): returns ``(text, tokens drawn, finish_reason "length" | "stop")``."""
         self.eval()
         context = prompt if prompt else self.default_context()
         ids = self.encode(context, unknown)
@@ -236,13 +171,11 @@ class TextModel(nn.Module):
             raise DataError("the prompt has no characters left after dropping unknown ones")
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
-        logits, state = self._advance(ids)
+        state, logits = self.prime([ids])
+        logits = logits[0]
         new_ids: list[int] = []
-        banned = [
-            i
-            for i in range(len(self.vocab.specials))
-            if i != self.vocab.eos_id or self.vocab.level == "char"
-        ]  # words may end a line; nothing else special
+        banned = self.banned_ids()
+        stop = [s for s in stop if s]
         for _ in range(length):
             logits = logits.clone()
             logits[banned] = -math.inf
@@ -251,8 +184,68 @@ class TextModel(nn.Module):
                 before = self._render(new_ids)
                 on_text(self._render(new_ids + [nxt])[len(before) :])
             new_ids.append(nxt)
-            logits, state = self._advance([nxt], state)
-        return self._render(new_ids)
+            if stop:
+                text = self._render(new_ids)
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                if cut >= 0:
+                    return text[:cut], len(new_ids), "stop"
+            step_logits, state = self.step(torch.tensor([nxt]), state)
+            logits = step_logits[0]
+        return self._render(new_ids), len(new_ids), "length"
+
+    #: the requests :meth:`infer` answers
+    answers = (GenerateRequest, ScoreRequest, CompleteRequest, EvaluateRequest)
+
+    def answer(self, request, on_text: Callable[[str], None] | None = None):
+        """Generate, score, complete or evaluate (:mod:`rnnkit.inference`); for a
+        :class:`GenerateRequest`, ``on_text`` receives each sampled token's text (streaming)."""
+        if isinstance(request, GenerateRequest):
+            r = request
+            text, tokens, reason = self.sample_text(
+                r.prompt,
+                r.max_tokens,
+                r.temperature,
+                r.top_k,
+                r.top_p,
+                r.seed,
+                on_text,
+                unknown=r.unknown,
+                stop=r.stop,
+            )
+            return GenerateResult(
+                r.prompt, text, r.temperature, r.top_k, r.top_p, r.seed, tokens, reason
+            )
+        if isinstance(request, ScoreRequest):
+            scores = [self.score(t, request.context, request.unknown) for t in request.texts]
+            order = sorted(range(len(scores)), key=lambda i: -scores[i]["log_prob"])
+            for rank, i in enumerate(order, 1):
+                scores[i]["rank"] = rank
+            return ScoreResult(scores)
+        if isinstance(request, CompleteRequest):
+            if self.vocab.level == "word":
+                found = self.next_words(request.text, request.k, request.unknown)
+            else:
+                found = self.complete(request.text, request.k, unknown=request.unknown)
+            return CompleteResult(request.text, found)
+        return self._evaluate(request)
+
+    def _evaluate(self, request: EvaluateRequest) -> EvaluateResult:
+        """Loss, bits and perplexity on ``request.data`` read in order with the state carried,
+        or on the validation split of the run's corpus (``data_config``, set by the task)."""
+        if request.data is not None:
+            from rnnkit.data.readers import read_text
+
+            text, where = read_text(request.data, request.encoding), request.data
+        elif getattr(self, "data_config", None) is not None:
+            from rnnkit.tasks.language_model.task import read_corpus
+
+            _, text, where = read_corpus(self.data_config)
+            where = f"validation split of {where}"
+        else:
+            raise ValueError("this model has no corpus of its own: give the data to evaluate")
+        m = self.evaluate_text(text)
+        keys = ("tokens", "loss", "bits", "perplexity")
+        return EvaluateResult({"data": str(where)} | {k: m[k] for k in keys})
 
     @torch.no_grad()
     def log_probs(
@@ -432,24 +425,7 @@ class LanguageModel(TextModel):
                 f"({c.embed_size}) must equal hidden_size ({c.hidden_size})"
             )
         self.embedding = nn.Embedding(V, c.embed_size)
-        options: dict[str, Any] = {"layer_norm": c.layer_norm}
-        if c.cell == "lstm":
-            options |= {"peephole": c.peephole, "forget_bias": c.forget_bias}
-        elif c.cell == "rnn":
-            options |= {"nonlinearity": c.nonlinearity, "init": c.init}
-        else:
-            options |= {"reset_after": c.reset_after}
-        self.rnn = LAYERS[c.cell](
-            c.embed_size,
-            c.hidden_size,
-            num_layers=c.num_layers,
-            batch_first=True,
-            dropout=c.dropout if c.num_layers > 1 else 0.0,
-            dropout_mode=c.dropout_mode,
-            weight_drop=c.weight_drop,
-            zoneout=c.zoneout,
-            **options,
-        )
+        self.rnn = recurrent_for(c, c.embed_size)
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.hidden_size, V)
         if c.tie_weights:
@@ -521,6 +497,8 @@ class WindowLanguageModel(TextModel):
     the same trainer and inference code serve it; unlike an RNN it can never see further back.
     """
 
+    state_batch_dim = 0
+
     def __init__(self, config: LanguageModelConfig, vocab: Vocab):
         super().__init__()
         if config.window < 1:
@@ -565,209 +543,3 @@ def build_language_model(config: LanguageModelConfig, vocab: Vocab) -> TextModel
         if config.model == "window"
         else LanguageModel(config, vocab)
     )
-
-
-def _is_boundary(ch: str) -> bool:
-    return not (ch.isalnum() or ch in "'-_")
-
-
-def sample_next(
-    logits: Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> int:
-    """Draw one token id from ``logits (V,)``.
-
-    p ∝ exp(logits / T); top-k keeps the k largest; top-p (nucleus) keeps the smallest set of
-    tokens whose probability reaches p. ``temperature == 0`` returns the argmax.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
-    if temperature == 0:
-        return int(torch.argmax(logits))
-    logits = logits.float() / temperature
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p is not None and 0 < top_p < 1:
-        probs_sorted, order = torch.sort(torch.softmax(logits, -1), descending=True)
-        cumulative = probs_sorted.cumsum(0)
-        drop = cumulative - probs_sorted >= top_p  # tokens after the nucleus is complete
-        logits = logits.masked_fill(drop.scatter(0, order, drop), -math.inf)
-    probs = torch.softmax(logits, -1)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-class LanguageModelTraining:
-    """Truncated-BPTT training over stream batches, for :func:`rnnkit.train.fit`.
-
-    Each epoch starts from a zero state at a slightly different offset into the text (so window
-    boundaries move between epochs); within an epoch the state flows from window to window and is
-    detached at each boundary.
-
-    Under ``torchrun`` the ``batch_size`` streams are split between the ranks: rank r trains on
-    streams r·b … (r+1)·b − 1 (b = batch_size / world size), its own contiguous slices of the
-    text, so each rank's carried state stays consistent and DDP's gradient average equals the
-    single-process gradient of the whole batch.
-    """
-
-    tokens_name = "tok"
-
-    def __init__(
-        self, model: LanguageModel, train_ids: Tensor, valid_ids: Tensor, batch_size: int, bptt: int
-    ):
-        self.model = model
-        self.train_ids = train_ids
-        self.valid_ids = valid_ids
-        self.batch_size = batch_size
-        self.bptt = bptt
-        self.state = None
-        group = Dist()
-        if batch_size % group.world:
-            raise DataError(
-                f"batch_size {batch_size} is the global batch and must divide evenly between "
-                f"{group.world} processes"
-            )
-        per_rank = batch_size // group.world
-        self._rows = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
-        self._epoch = -1
-        self._streams: StreamBatches | None = None
-        # the fewest full windows any epoch offset yields: every epoch has this many steps
-        self._per_epoch = StreamBatches(
-            train_ids[bptt:], batch_size, bptt, drop_last=True
-        ).num_windows
-        if self._per_epoch < 1:
-            raise DataError(
-                f"the training text has {train_ids.numel()} tokens: too short for batch_size "
-                f"{batch_size} × bptt {bptt}; need at least {batch_size * (2 * bptt + 1)}"
-            )
-
-    def batches_per_epoch(self) -> int:
-        return self._per_epoch
-
-    def _offset(self, epoch: int) -> int:
-        return (epoch * 7919) % self.bptt  # deterministic, so a resumed run sees the same data
-
-    def _streams_for(self, epoch: int) -> StreamBatches:
-        if self._epoch != epoch or self._streams is None:
-            self._streams = StreamBatches(
-                self.train_ids[self._offset(epoch) :], self.batch_size, self.bptt, drop_last=True
-            )
-            self._epoch = epoch
-        return self._streams
-
-    def start_epoch(self, epoch: int) -> None:
-        self.state = None
-
-    def batch(self, epoch: int, index: int):
-        inputs, targets = self._streams_for(epoch).window(index)
-        return inputs[self._rows], targets[self._rows]  # this rank's streams
-
-    def training_loss(self, model: LanguageModel, batch) -> tuple[Tensor, int]:
-        inputs, targets = (t.to(self.model.device) for t in batch)
-        out = model(inputs, self.state, targets)
-        self.state = detach_state(out.state)  # carry the values, cut the graph
-        return out.loss, targets.numel()
-
-    def evaluate(self, model: LanguageModel) -> dict[str, float]:
-        m = model.evaluate_ids(self.valid_ids)
-        return {"loss": m["loss"], "bits": m["bits"], "perplexity": m["perplexity"]}
-
-    def carried_state(self) -> dict[str, Tensor]:
-        if self.state is None:
-            return {}
-        if isinstance(self.state, tuple):
-            return {"h": self.state[0], "c": self.state[1]}
-        return {"h": self.state}
-
-    def load_carried_state(self, saved: dict[str, Tensor]) -> None:
-        if not saved:
-            self.state = None
-        elif "c" in saved:
-            self.state = (saved["h"], saved["c"])
-        else:
-            self.state = saved["h"]
-
-
-def _find_split(directory: Path, split: str) -> Path:
-    matches = sorted(directory.glob(f"*{split}.txt"))
-    if not matches:
-        raise DataError(f"no *{split}.txt file in the data directory", path=directory)
-    return matches[0]
-
-
-def read_corpus(data: LanguageModelData) -> tuple[str, str, str]:
-    """(train text, validation text, a description of where they came from)."""
-    if data.data_dir:
-        directory = Path(data.data_dir)
-        if not directory.is_dir():
-            raise DataError("--data-dir is not a directory", path=directory)
-        train_path, valid_path = _find_split(directory, "train"), _find_split(directory, "valid")
-        train = read_text(train_path, data.encoding)
-        valid = read_text(valid_path, data.encoding)
-        return train, valid, f"{train_path} (validation: {valid_path})"
-    path = Path(data.data) if data.data else bundled_path(TINY_SHAKESPEARE)
-    text = read_text(path, data.encoding)
-    if data.valid:
-        train, valid = text, read_text(data.valid, data.encoding)
-        where = f"{path} (validation: {data.valid})"
-    else:
-        train, valid = split_text(text, data.valid_fraction)
-        where = f"{path} (last {data.valid_fraction:.0%} held out for validation)"
-    if len(valid) < 2:
-        raise DataError(f"the validation text is too short ({len(valid)} characters)", path=path)
-    return train, valid, where
-
-
-class _LanguageModelTask:
-    """Language model: predict the next character or word (char-LSTM on Tiny Shakespeare by default)."""
-
-    name = "lm"
-    sections = {"model": LanguageModelConfig, "data": LanguageModelData}
-    # the main job: 16 epochs or 8 minutes, whichever comes first (the cosine schedule spans the
-    # budget), so `rnnkit train lm` ends in time on a laptop and trains fully on a GPU. A 1 × 384
-    # LSTM with light dropout, lr 3e-3 and 64 × 64-step windows was the best of the settings tried
-    # for both a 3-minute and a 16-epoch budget (README, "Character language model")
-    defaults = {
-        "train": {"epochs": 16, "minutes": 8.0, "eval_every": 400, "lr": 3e-3, "batch_size": 64}
-    }
-
-    def build(self, configs: dict[str, Any], train_cfg, device):
-        model_cfg: LanguageModelConfig = configs["model"]
-        data_cfg: LanguageModelData = configs["data"]
-        train_text, valid_text, where = read_corpus(data_cfg)
-        if data_cfg.level == "word":
-            words = tokenize_text(train_text, "word")
-            vocab = Vocab.build(
-                words, level="word", max_size=data_cfg.max_vocab, min_freq=data_cfg.min_freq
-            )
-        else:
-            vocab = Vocab.build(train_text, level="char")
-        log.info("data: %s; vocabulary of %d %ss", where, len(vocab), data_cfg.level)
-        model = build_language_model(model_cfg, vocab).to(device)
-        training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
-        return model, training
-
-    def _training(self, model, vocab, train_text, valid_text, data_cfg, train_cfg):
-        train_ids = torch.tensor(vocab.encode(model.tokens(train_text), unknown="unk"))
-        valid_ids = torch.tensor(vocab.encode(model.tokens(valid_text), unknown="unk"))
-        return LanguageModelTraining(
-            model, train_ids, valid_ids, train_cfg.batch_size, data_cfg.bptt
-        )
-
-    def restore(self, saved: dict[str, Any], vocab: Vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
-        model_cfg = from_dict(LanguageModelConfig, saved["model"])
-        model = build_language_model(model_cfg, vocab).to(device)
-        training = None
-        if with_data:
-            data_cfg = from_dict(LanguageModelData, saved["data"])
-            train_text, valid_text, _ = read_corpus(data_cfg)
-            training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
-        return model, training
-
-
-TASK = _LanguageModelTask()

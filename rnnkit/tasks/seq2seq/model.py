@@ -1,186 +1,41 @@
-"""Encoder–decoder translation, with or without attention (``rnnkit train translate``).
-
-Owns the task end to end: config dataclasses, data preparation (parallel text via
-:mod:`rnnkit.data.parallel`, word vocabularies for each side), the :class:`Seq2Seq` model, its
-training task for :func:`rnnkit.train.fit`, inference (:meth:`Seq2Seq.translate`, greedy or
-beam search from :mod:`rnnkit.decoding`) and evaluation (corpus BLEU with sacrebleu on
-detokenised output, overall and by source-length bucket).
-
-**Encoder.** Source words x_1..x_S are embedded and read by a (bi)directional GRU/LSTM over the
-padded batch with its lengths: h_s = [→h_s ; ←h_s] (the *memory*, ``(B, S, 2H)``), and the
-summary m = [→h_S ; ←h_1] (each direction's final state).
-
-**Decoder** (one GRU/LSTM layer of width D, started at s_0 = tanh(W_m m + b_m)). At step t, with
-e_{t−1} the embedding of the previous target word (``<bos>`` first):
-
-* with attention (Bahdanau, Cho & Bengio 2015 — context concatenation, not Luong's input
-  feeding): the previous state asks, c_t = Σ_s α_{t,s} h_s with α_t = softmax_s score(s_{t−1},
-  h_s) over the real source positions (:mod:`rnnkit.attention`: additive, dot or general);
-* ``attention = "none"`` (Cho et al. 2014): c_t = m for every t — the whole sentence squeezed
-  into one fixed vector, the bottleneck attention removes;
-
-then s_t = Cell([e_{t−1} ; c_t], s_{t−1}), o_t = tanh(W_o [s_t ; c_t ; e_{t−1}] + b_o) and
-p(y_t | y_<t, x) = softmax(W_y o_t + b_y), with W_y tied to the target embedding when
-``tie_embeddings`` (o_t then has the embedding width).
-
-**Training** minimises the per-token cross-entropy summed over the real target tokens of a
-batch (``<eos>`` included, padding ignored) and divided by their number, with optional label
-smoothing: −Σ_t [(1 − ε) log p(y_t) + (ε / V) Σ_v log p(v)] / N_tokens. With teacher forcing
-ratio r < 1, each sentence is fed its own previous prediction instead of the reference word
-with probability 1 − r at every step (Bengio et al. 2015's scheduled sampling, at a fixed rate).
-
-Efficiency: the key side of the attention (e.g. W_k h_s) is computed once per batch, the
-embedding part of the decoder's input projection for all steps in one product, and the output
-layer for all steps in one product after the loop; a decoding step is one call of
-:meth:`Seq2Seq.step`.
-
-**Text.** Lower-cased by default and split into words and punctuation
-(:func:`~rnnkit.data.parallel.tokenize`); outputs are detokenised before BLEU, which sacrebleu
-computes against the lower-cased reference sentences as they are in the file.
-"""
+"""The encoder-decoder :class:`Seq2Seq` with attention: forward, greedy and beam decoding."""
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.attention import ATTENTION_KINDS, build_attention, plot_attention
+from rnnkit.attention import build_attention, plot_attention
 from rnnkit.cells import GRUCell, LSTMCell
-from rnnkit.config import field_meta as _opt
 from rnnkit.data.batching import pad_sequences
 from rnnkit.data.parallel import detokenize, read_parallel, tokenize
 from rnnkit.data.vocab import SPECIALS, Vocab
 from rnnkit.decoding import Hypothesis, beam_search, greedy_decode
 from rnnkit.errors import DataError
+from rnnkit.inference import (
+    EvaluateRequest,
+    TranslateRequest,
+    TranslateResult,
+)
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
-from rnnkit.tasks.base import Output
-from rnnkit.tasks.classifier import BucketedBatches, make_recurrent, split_holdout
+from rnnkit.tasks.base import Output, TaskModel
+from rnnkit.tasks.common.recurrent import recurrent_for
+from rnnkit.tasks.seq2seq.config import CELLS, LENGTH_BUCKETS
+from rnnkit.tasks.seq2seq.data import _sorted_chunks, read_split
 
-__all__ = [
-    "LENGTH_BUCKETS",
-    "Pair",
-    "Seq2Seq",
-    "Seq2SeqConfig",
-    "Seq2SeqData",
-    "TASK",
-    "TranslationTraining",
-    "bleu_by_length",
-    "collate_pairs",
-    "format_translation",
-]
-
-log = logging.getLogger(__name__)
-
-CELLS = ("gru", "lstm")
-#: upper edges of the source-length buckets (in tokens) used by :func:`bleu_by_length`
-LENGTH_BUCKETS = (8, 11, 14, 18)
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Seq2SeqConfig:
-    """Architecture of an encoder–decoder."""
-
-    cell: str = field(default="gru", metadata=_opt("recurrent cell of encoder and decoder", CELLS))
-    embed_size: int = field(default=256, metadata=_opt("word embedding width (both sides)"))
-    hidden_size: int = field(default=256, metadata=_opt("encoder state width per direction"))
-    num_layers: int = field(default=1, metadata=_opt("stacked encoder layers"))
-    bidirectional: bool = field(default=True, metadata=_opt("read the source both ways"))
-    decoder_size: int = field(default=512, metadata=_opt("decoder state width"))
-    attention: str = field(
-        default="additive",
-        metadata=_opt("additive (Bahdanau), dot / general (Luong), none", ATTENTION_KINDS),
-    )
-    attention_size: int = field(default=256, metadata=_opt("additive attention: hidden width"))
-    output_size: int = field(
-        default=256, metadata=_opt("width of the tanh layer before the softmax")
-    )
-    tie_embeddings: bool = field(
-        default=True, metadata=_opt("share the softmax weights with the target embedding")
-    )
-    dropout: float = field(default=0.3, metadata=_opt("dropout on embeddings and before output"))
-    teacher_forcing: float = field(
-        default=1.0, metadata=_opt("training: probability of feeding the reference word")
-    )
-    label_smoothing: float = field(default=0.1, metadata=_opt("training: label smoothing ε"))
-
-
-@dataclass
-class Seq2SeqData:
-    """Where the sentence pairs come from and how they become tokens."""
-
-    src: str | None = field(
-        default=None, metadata=_opt("training source file (or a source<TAB>target TSV)")
-    )
-    tgt: str | None = field(default=None, metadata=_opt("training target file, aligned by line"))
-    valid_src: str | None = field(
-        default=None,
-        metadata=_opt("validation source file or TSV (default: hold out valid_fraction)"),
-    )
-    valid_tgt: str | None = field(default=None, metadata=_opt("validation target file"))
-    encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
-    lowercase: bool = field(default=True, metadata=_opt("lower-case both sides"))
-    min_freq: int = field(default=2, metadata=_opt("words rarer than this become <unk>"))
-    max_vocab: int | None = field(default=None, metadata=_opt("keep the N most frequent words"))
-    max_len: int = field(
-        default=80, metadata=_opt("training: drop pairs with a side longer than this")
-    )
-    valid_fraction: float = field(
-        default=0.05, metadata=_opt("share held out for validation when no --valid-src")
-    )
-    split_seed: int = field(default=0, metadata=_opt("seed of the held-out split"))
-    bleu: bool = field(
-        default=True, metadata=_opt("compute greedy validation BLEU at every evaluation")
-    )
-    source_vocab: list[str] | None = field(default=None, metadata=_opt("source words", cli=False))
-    target_vocab: list[str] | None = field(default=None, metadata=_opt("target words", cli=False))
-
-
-# ---------------------------------------------------------------------------------------------
-# Examples and batches
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Pair:
-    """One encoded sentence pair: source ids, target ids (no bos/eos) and the raw reference."""
-
-    source: list[int]
-    target: list[int]
-    reference: str = ""
-
-
-def collate_pairs(pairs: Sequence[Pair], bos: int, eos: int) -> dict[str, Tensor]:
-    """``source (B, S)``, ``lengths (B,)``, ``target_in (B, T)`` = bos y, ``target_out (B, T)``
-    = y eos; padding is id 0 everywhere."""
-    source, lengths = pad_sequences([torch.tensor(p.source, dtype=torch.long) for p in pairs], 0)
-    t_in, _ = pad_sequences([torch.tensor([bos, *p.target], dtype=torch.long) for p in pairs], 0)
-    t_out, _ = pad_sequences([torch.tensor([*p.target, eos], dtype=torch.long) for p in pairs], 0)
-    return {
-        "source": source,
-        "lengths": lengths.to(torch.long),
-        "target_in": t_in,
-        "target_out": t_out,
-    }
-
-
-def _sorted_chunks(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+if TYPE_CHECKING:
+    from rnnkit.tasks.seq2seq.config import Seq2SeqConfig, Seq2SeqData
 
 
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-class Seq2Seq(nn.Module):
+class Seq2Seq(TaskModel):
     """Recurrent encoder–decoder with optional attention (see the module docstring).
 
     ``forward(inputs (B, S), targets=(B, T), lengths=(B,))`` → ``Output(logits (B, T, V), loss)``
@@ -205,9 +60,7 @@ class Seq2Seq(nn.Module):
         self.is_lstm = c.cell == "lstm"
 
         self.source_embedding = nn.Embedding(len(self.source_vocab), E, padding_idx=0)
-        self.encoder = make_recurrent(
-            c.cell, E, c.hidden_size, c.num_layers, c.bidirectional, c.dropout
-        )
+        self.encoder = recurrent_for(c, E)
         self.memory_size = c.hidden_size * (2 if c.bidirectional else 1)
         self.init_h = nn.Linear(self.memory_size, D)
         self.init_c = nn.Linear(self.memory_size, D) if self.is_lstm else None
@@ -231,10 +84,6 @@ class Seq2Seq(nn.Module):
             nn.init.uniform_(emb.weight, -0.1, 0.1)
             with torch.no_grad():
                 emb.weight[0].zero_()
-
-    @property
-    def device(self) -> torch.device:
-        return self.out.bias.device
 
     # -- encoder ----------------------------------------------------------------------------
     def encode(self, source: Tensor, lengths: Tensor) -> dict[str, Any]:
@@ -285,13 +134,7 @@ class Seq2Seq(nn.Module):
 
     # -- teacher-forced forward ---------------------------------------------------------------
     def forward(
-        self,
-        inputs: Tensor,
-        state=None,
-        targets: Tensor | None = None,
-        *,
-        lengths: Tensor | None = None,
-        target_inputs: Tensor | None = None,
+        self, inputs: Tensor, state=None, targets=None, *, lengths=None, target_inputs=None
     ) -> Output:
         """``inputs (B, S)`` source ids, ``targets (B, T)`` = y_1..y_n ``<eos>`` (0-padded) →
         ``Output(logits (B, T, V), loss)``; the decoder reads ``target_inputs`` (default:
@@ -413,6 +256,17 @@ class Seq2Seq(nn.Module):
                     h.attention = h.attention[:, : len(sources[i])]
                 out[i] = h
         return out  # type: ignore[return-value]
+
+    #: the requests :meth:`infer` answers
+    answers = (TranslateRequest, EvaluateRequest)
+
+    def answer(self, request: TranslateRequest) -> TranslateResult:
+        """The translation of each text of a :class:`~rnnkit.inference.TranslateRequest`."""
+        r = request
+        options = {"max_len": r.max_len, "length_penalty": r.length_penalty}
+        return TranslateResult(
+            self.translate(r.texts, r.beam_size, attention=r.attention, **options)
+        )
 
     def translate(
         self,
@@ -549,187 +403,3 @@ def bleu_by_length(
         )
         out.append({"bucket": label, "low": low + 1, "high": high, "n": len(idx), "bleu": bleu})
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Data preparation
-# ---------------------------------------------------------------------------------------------
-def read_split(d: Seq2SeqData, part: str) -> tuple[list[str], list[str], str]:
-    """``(sources, targets, description)`` of the ``train`` or ``valid`` pairs: the files given,
-    or a seeded hold-out of the training pairs."""
-    if not d.src:
-        raise DataError(
-            "no training data: pass --src FILE --tgt FILE (or --src PAIRS.tsv); "
-            "see recipes/multi30k.toml"
-        )
-    if (d.valid_tgt is not None) and not d.valid_src:
-        raise DataError("--valid-tgt needs --valid-src")
-    if d.valid_src:
-        if part == "train":
-            src, tgt = read_parallel(d.src, d.tgt, d.encoding)
-            return src, tgt, str(d.src)
-        src, tgt = read_parallel(d.valid_src, d.valid_tgt, d.encoding)
-        return src, tgt, str(d.valid_src)
-    src, tgt = read_parallel(d.src, d.tgt, d.encoding)
-    kept, held = split_holdout(len(src), d.valid_fraction, d.split_seed)
-    idx = kept if part == "train" else held
-    return [src[i] for i in idx], [tgt[i] for i in idx], f"held-out part of {d.src}"
-
-
-def resolve_vocabularies(d: Seq2SeqData, sources: Sequence[str], targets: Sequence[str]) -> None:
-    """Fill the data config's vocabularies from the training pairs."""
-    for name, texts in (("source_vocab", sources), ("target_vocab", targets)):
-        vocab = Vocab.build(
-            (tokenize(t, d.lowercase) for t in texts),
-            level="word",
-            max_size=d.max_vocab,
-            min_freq=d.min_freq,
-        )
-        setattr(d, name, vocab.itos[len(SPECIALS) :])
-
-
-def encode_pairs(
-    model: Seq2Seq, sources: Sequence[str], targets: Sequence[str], max_len: int | None = None
-) -> list[Pair]:
-    lower = model.data_config.lowercase
-    pairs, dropped = [], 0
-    for s, t in zip(sources, targets):
-        src, tgt = tokenize(s, lower), tokenize(t, lower)
-        if not src or not tgt or (max_len and (len(src) > max_len or len(tgt) > max_len)):
-            dropped += 1
-            continue
-        pairs.append(
-            Pair(
-                model.source_vocab.encode(src, unknown="unk"),
-                model.target_vocab.encode(tgt, unknown="unk"),
-                model.reference_text(t),
-            )
-        )
-    if dropped:
-        log.info("dropped %d pairs with an empty side or longer than %s tokens", dropped, max_len)
-    if not pairs:
-        raise DataError("no sentence pairs left after tokenising")
-    return pairs
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-class TranslationTraining(BucketedBatches):
-    """Length-bucketed batches for :func:`rnnkit.train.fit` (epoch e's order is seeded with
-    (seed, e), so a resumed run sees the same batches); validation reports the per-token
-    cross-entropy ``loss``, ``ppl`` and greedy corpus ``bleu``."""
-
-    tokens_name = "token"
-
-    def __init__(
-        self,
-        model: Seq2Seq,
-        train: list[Pair],
-        valid: list[Pair],
-        batch_size: int,
-        seed: int,
-        bleu: bool = True,
-    ):
-        if not train:
-            raise DataError("no training pairs")
-        self.model = model
-        self.train, self.valid = train, valid
-        self.batch_size = batch_size
-        self.seed = seed
-        self.bleu = bleu
-        # sort key inside a pool: source length, then target length
-        self._sort_keys = [1000 * len(p.source) + len(p.target) for p in train]
-        self._epoch, self._plan = -1, []
-
-    def batch(self, epoch: int, index: int) -> dict[str, Tensor]:
-        m = self.model
-        return collate_pairs([self.train[i] for i in self._plan_for(epoch)[index]], m.bos, m.eos)
-
-    def training_loss(self, model, batch) -> tuple[Tensor, int]:
-        out = model.forward_batch(batch) if hasattr(model, "forward_batch") else None
-        if out is None:  # wrapped (DistributedDataParallel): call through the wrapper
-            out = model(
-                batch["source"],
-                targets=batch["target_out"],
-                lengths=batch["lengths"],
-                target_inputs=batch["target_in"],
-            )
-        return out.loss, int((batch["target_out"] != 0).sum())
-
-    @torch.no_grad()
-    def evaluate(self, model) -> dict[str, float]:
-        model = self.model
-        model.eval()
-        total, count = 0.0, 0
-        for idx in _sorted_chunks([len(p.source) for p in self.valid], 128):
-            batch = collate_pairs([self.valid[i] for i in idx], model.bos, model.eos)
-            n = int((batch["target_out"] != 0).sum())
-            total += float(model.forward_batch(batch).loss) * n
-            count += n
-        loss = total / max(count, 1)
-        out = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
-        if self.bleu:
-            hyps = model.hypotheses_text(model.decode([p.source for p in self.valid], 1))
-            out["bleu"] = bleu_scores(hyps, [[p.reference] for p in self.valid])["bleu"]
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Task registry entry
-# ---------------------------------------------------------------------------------------------
-class _TranslateTask:
-    """Translate sentences with a recurrent encoder–decoder, with or without attention."""
-
-    name = "translate"
-    sections = {"model": Seq2SeqConfig, "data": Seq2SeqData}
-    defaults = {"train": {"batch_size": 64, "lr": 1e-3, "epochs": 10, "eval_every": 0}}
-
-    def build(self, configs: dict[str, Any], train_cfg, device):
-        model_cfg: Seq2SeqConfig = configs["model"]
-        data_cfg: Seq2SeqData = configs["data"]
-        train_src, train_tgt, where = read_split(data_cfg, "train")
-        valid = read_split(data_cfg, "valid")
-        resolve_vocabularies(data_cfg, train_src, train_tgt)
-        model = Seq2Seq(model_cfg, data_cfg).to(device)
-        log.info(
-            "data: %d training pairs (%s), %d validation pairs; vocabularies of %d source and "
-            "%d target words (min_freq %d)",
-            len(train_src),
-            where,
-            len(valid[0]),
-            len(model.source_vocab),
-            len(model.target_vocab),
-            data_cfg.min_freq,
-        )
-        return model, self._training(model, (train_src, train_tgt), valid[:2], train_cfg)
-
-    @staticmethod
-    def _training(model, train, valid, train_cfg) -> TranslationTraining:
-        d = model.data_config
-        seed = train_cfg.seed if train_cfg is not None else 0
-        batch = train_cfg.batch_size if train_cfg is not None else 64
-        return TranslationTraining(
-            model,
-            encode_pairs(model, *train, max_len=d.max_len),
-            encode_pairs(model, *valid),
-            batch,
-            seed,
-            d.bleu,
-        )
-
-    def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
-        model_cfg = from_dict(Seq2SeqConfig, saved["model"])
-        data_cfg = from_dict(Seq2SeqData, saved["data"])
-        model = Seq2Seq(model_cfg, data_cfg).to(device)
-        training = None
-        if with_data:
-            train = read_split(data_cfg, "train")[:2]
-            valid = read_split(data_cfg, "valid")[:2]
-            training = self._training(model, train, valid, train_cfg)
-        return model, training
-
-
-TASK = _TranslateTask()
