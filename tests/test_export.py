@@ -238,7 +238,7 @@ def test_tagger_matches_pytorch_with_viterbi(tmp_path, crf):
     runner = load_runner(export_model(model, "tag", tmp_path / "x"))
     sentences = ["the quick brown fox", "cat", "and the lazy dog sat on the mat ."]
     batch_ids = [model.encode(s.split()) for s in sentences]
-    from rnnkit.tasks.classifier import collate
+    from rnnkit.tasks.common.batching import collate
 
     b = collate(batch_ids)
     with torch.no_grad():
