@@ -322,6 +322,19 @@ def test_forecaster_matches_pytorch(tmp_path, options):
             assert got[key] is None
         else:
             assert close(got[key], ref[key], 1e-4)
+    # the inference contract: the same ForecastResult as the model's infer
+    from rnnkit.inference import ForecastRequest, TagRequest
+
+    request = ForecastRequest(history[0].tolist(), level=0.8)
+    want, have = model.infer(request).to_json(), runner.infer(request).to_json()
+    assert have["level"] == want["level"]
+    for key in ("mean", "lower", "upper"):
+        if want[key] is None:
+            assert have[key] is None
+        else:
+            assert close(np.asarray(have[key]), np.asarray(want[key]), 1e-4)
+    with pytest.raises(ValueError, match="exported forecast model does not answer TagRequest"):
+        runner.infer(TagRequest(["a b"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,8 +426,16 @@ def test_export_run_and_runner_without_torch(tmp_path):
         comp = m.complete("the qu", k=2)
         clf = runner.load({str(tmp_path / "clf")!r})
         labels = clf.classify(["the cat sat", "a dog"])
+        # the inference contract, from the inference.py copied beside the runner
+        from runner import contract
+        request = contract.ScoreRequest.from_json({{"texts": ["the cat", "cat the"]}})
+        scored = m.infer(request).lines()
+        generated = m.infer(contract.GenerateRequest("the ", max_tokens=20, seed=3, stop=["zz"]))
+        classified = clf.infer(contract.ClassifyRequest(["the cat sat"])).lines()
         assert "torch" not in sys.modules
-        print(json.dumps({{"text": text, "score": score, "comp": comp, "labels": labels}}))
+        print(json.dumps({{"text": text, "score": score, "comp": comp, "labels": labels,
+                          "scored": scored, "generated": generated.to_json(),
+                          "classified": classified}}))
         """
     )
     proc = subprocess.run(
@@ -425,6 +446,10 @@ def test_export_run_and_runner_without_torch(tmp_path):
     assert len(result["text"]) == 20
     assert abs(result["score"]["log_prob"] - expected) < 1e-4
     assert [r["label"] in ("x", "y") for r in result["labels"]] == [True, True]
+    assert abs(result["scored"][0]["log_prob"] - expected) < 1e-4
+    assert sorted(r["rank"] for r in result["scored"]) == [1, 2]
+    assert result["generated"]["tokens"] == 20 and result["generated"]["prompt"] == "the "
+    assert result["classified"][0]["label"] == result["labels"][0]["label"]
     cli = subprocess.run(
         [sys.executable, str(out / "runner.py"), str(out), "score", "the cat"],
         capture_output=True,
@@ -498,7 +523,6 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.xfail(reason="after merging main the verbs call model.infer(request); the exported runner has no infer yet (issue 25 step 2)", strict=True)
 def test_cli_export_then_inference_verbs_on_the_folder(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT * 10, encoding="utf-8")

@@ -9,7 +9,8 @@
 * the vocabularies as rnnkit's vocabulary JSON (``vocab.json``, ``source_vocab.json`` …) and,
   for a CRF tagger, ``crf.json`` (start, transition and end scores; Viterbi runs in the runner);
 * ``runner.py``: a copy of :mod:`rnnkit.export.runner`, importing only NumPy, onnxruntime and
-  the standard library.
+  the standard library, and ``inference.py``, a copy of :mod:`rnnkit.inference` (the typed
+  requests and results, torch-free) that the runner's ``infer(request)`` answers with.
 
 :func:`export_model` does the same from a model object (what the tests use).
 """
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
 RUNNER = Path(__file__).with_name("runner.py")
+CONTRACT = Path(__file__).parent.parent / "inference.py"
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -187,6 +189,7 @@ def export_model(
     }
     _write_json(out / "config.json", config)
     shutil.copyfile(RUNNER, out / "runner.py")
+    shutil.copyfile(CONTRACT, out / "inference.py")  # the request/result types, torch-free
     log.info("exported %s model to %s (%s)", task, out, ", ".join(graphs.values()))
     return out
 

@@ -36,6 +36,42 @@ import numpy as np
 
 log = logging.getLogger("rnnkit_runner")
 
+
+def _load_contract():
+    """rnnkit's inference contract (:mod:`rnnkit.inference`: request and result types): the
+    package's module inside rnnkit, else the torch-free copy ``inference.py`` written beside this
+    file in an export folder (registered as ``rnnkit_inference``); None when neither is there."""
+    if __name__ == "rnnkit.export.runner":
+        from rnnkit import inference
+
+        return inference
+    if "rnnkit_inference" in sys.modules:
+        return sys.modules["rnnkit_inference"]
+    import importlib.util
+
+    beside = Path(__file__).with_name("inference.py")
+    if not beside.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("rnnkit_inference", beside)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rnnkit_inference"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+contract = _load_contract()
+
+#: per task, the names of the request types :meth:`Exported.infer` answers
+ANSWERS = {
+    "lm": ("GenerateRequest", "ScoreRequest", "CompleteRequest"),
+    "music": ("GenerateRequest", "ScoreRequest"),  # ABC text; whole tunes need rnnkit
+    "classify": ("ClassifyRequest",),
+    "tag": ("TagRequest",),
+    "translate": ("TranslateRequest",),
+    "caption": ("CaptionRequest",),
+    "forecast": ("ForecastRequest",),
+}
+
 FORMAT = "rnnkit-onnx"
 _TOKEN = re.compile(r"['’]\w+|\w+(?:-\w+)*|[^\w\s]")
 _NO_SPACE_BEFORE = set(".,!?;:%)]}…") | {"'", "’"}
@@ -218,6 +254,76 @@ class Exported:
         outs = sess.run(None, {k: v for k, v in feeds.items() if k in wanted})
         return {o.name: v for o, v in zip(sess.get_outputs(), outs)}
 
+    # -- the inference contract -----------------------------------------------------------------
+    @property
+    def answers(self) -> tuple[type, ...]:
+        """The request types of :mod:`rnnkit.inference` this export's :meth:`infer` answers."""
+        if contract is None:
+            return ()
+        return tuple(getattr(contract, n) for n in ANSWERS.get(self.task, ()))
+
+    def infer(self, request, on_text=None):
+        """The result of ``request`` (an :mod:`rnnkit.inference` request), as the task model's
+        ``infer`` gives it: generate, score, complete, classify, tag, translate, caption,
+        forecast. ``on_text`` receives each sampled token's text (generation)."""
+        if contract is None:
+            raise RuntimeError(
+                "no inference contract: this export folder has no inference.py beside runner.py"
+            )
+        c = contract
+        name = type(request).__name__
+        if not isinstance(request, self.answers) and name in ANSWERS.get(self.task, ()):
+            # a request built from another copy of the contract (rnnkit's own module and the
+            # inference.py beside this runner): the same type by name, read through its JSON
+            if hasattr(request, "to_json"):
+                request = getattr(c, name).from_json(request.to_json())
+        if not isinstance(request, self.answers):
+            names = ", ".join(t.__name__ for t in self.answers) or "nothing"
+            raise ValueError(
+                f"an exported {self.task} model does not answer {type(request).__name__}; "
+                f"it answers {names}"
+            )
+        r = request
+        if isinstance(r, c.GenerateRequest):
+            text, tokens, reason = self.sample_text(
+                r.prompt, r.max_tokens, r.temperature, r.top_k, r.top_p, r.seed, on_text,
+                r.unknown, r.stop,
+            )  # fmt: skip
+            return c.GenerateResult(
+                r.prompt, text, r.temperature, r.top_k, r.top_p, r.seed, tokens, reason
+            )
+        if isinstance(r, c.ScoreRequest):
+            scores = [self.score(t, r.context, r.unknown) for t in r.texts]
+            order = sorted(range(len(scores)), key=lambda i: -scores[i]["log_prob"])
+            for rank, i in enumerate(order, 1):
+                scores[i]["rank"] = rank
+            return c.ScoreResult(scores)
+        if isinstance(r, c.CompleteRequest):
+            if self.vocab.level == "word":
+                found = self.next_words(r.text, r.k, r.unknown)
+            else:
+                found = self.complete(r.text, r.k, unknown=r.unknown)
+            return c.CompleteResult(r.text, found)
+        if isinstance(r, c.ClassifyRequest):
+            return c.ClassifyResult(self.classify(r.texts))
+        if isinstance(r, c.TagRequest):
+            return c.TagResult(self.tag(r.texts))
+        if isinstance(r, c.TranslateRequest):
+            options = {"max_len": r.max_len, "length_penalty": r.length_penalty}
+            found = self.translate(r.texts, r.beam_size, attention=r.attention, **options)
+            return c.TranslateResult(found)
+        if isinstance(r, c.CaptionRequest):
+            if r.attention:
+                raise ValueError("attention weights of an exported captioner: use the run")
+            return c.CaptionResult(self.caption(r.images, r.beam_size, r.max_len))
+        out = self.forecast(np.asarray(r.history, np.float64), r.horizon, r.level, r.samples, r.seed)
+
+        def rows(a):
+            return None if a is None else np.asarray(a, dtype=np.float64).tolist()
+
+        level = r.level if out["lower"] is not None else None
+        return c.ForecastResult(rows(out["mean"]), rows(out["lower"]), rows(out["upper"]), level)
+
     # -- language models ------------------------------------------------------------------------
     def zero_state(self, batch: int) -> dict[str, np.ndarray]:
         layers, hidden = self.config["state_shape"]
@@ -287,11 +393,30 @@ class Exported:
     ) -> str:
         """Sample ``length`` tokens after ``prompt`` (the new text only), one step graph call
         per token with the state carried."""
+        return self.sample_text(prompt, length, temperature, top_k, top_p, seed, on_text, unknown)[
+            0
+        ]
+
+    def sample_text(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        on_text=None,
+        unknown: str | None = None,
+        stop=(),
+    ) -> tuple[str, int, str]:
+        """:meth:`generate` that also stops at the first of the ``stop`` strings (cut off, not
+        included): ``(text, tokens drawn, finish_reason "length" | "stop")``."""
         ids = self._lm_encode(prompt if prompt else self._default_context(), unknown)
         if not ids:
             raise ValueError("the prompt has no characters left after dropping unknown ones")
         rng = np.random.default_rng(seed)
         v = self.vocab
+        stop = [s for s in stop if s]
         banned = [i for i in range(len(v.specials)) if i != v.eos_id or v.level == "char"]
         logits, state = self._lm_advance(ids)
         new: list[int] = []
@@ -303,8 +428,13 @@ class Exported:
                 before = self._render(new)
                 on_text(self._render(new + [nxt])[len(before) :])
             new.append(nxt)
+            if stop:
+                text = self._render(new)
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                if cut >= 0:
+                    return text[:cut], len(new), "stop"
             logits, state = self._lm_advance([nxt], state)
-        return self._render(new)
+        return self._render(new), len(new), "length"
 
     def log_probs(self, text: str, context: str | None = None, unknown=None) -> np.ndarray:
         context = self._default_context() if context is None else context
