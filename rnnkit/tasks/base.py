@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rnnkit.inference import EvaluateRequest, EvaluateResult, Message, refuse
 
-__all__ = ["Output", "TaskModel"]
+__all__ = ["Output", "TaskModel", "saved_configs"]
 
 
 class Output(NamedTuple):
@@ -29,6 +29,13 @@ class Output(NamedTuple):
     logits: Tensor
     loss: Tensor | None = None
     state: Any = None
+
+
+def saved_configs(saved: dict[str, Any], model_class: type, data_class: type) -> tuple[Any, Any]:
+    """The ``model`` and ``data`` sections of a run's config.json as their dataclasses."""
+    from rnnkit.config import from_dict
+
+    return from_dict(model_class, saved["model"]), from_dict(data_class, saved["data"])
 
 
 class TaskModel(nn.Module):

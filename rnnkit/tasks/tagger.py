@@ -47,7 +47,7 @@ from rnnkit.metrics import (
     is_bio,
     plot_confusion_matrix,
 )
-from rnnkit.tasks.base import Output, TaskModel
+from rnnkit.tasks.base import Output, TaskModel, saved_configs
 from rnnkit.tasks.classifier import (
     CHAR_REPRS,
     CHAR_SPECIALS,
@@ -66,6 +66,7 @@ from rnnkit.tasks.common.batching import (
     to_device,
 )
 from rnnkit.tasks.common.recurrent import CellOptions, recurrent_for
+from rnnkit.tasks.common.report import scores_table
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
 
@@ -339,14 +340,7 @@ class Tagger(TaskModel):
                 f"entities: precision {result['precision']:.4f}, recall {result['recall']:.4f}, "
                 f"F1 {result['f1']:.4f}"
             )
-            lines.append(
-                f"{'type':>16}  {'precision':>9}  {'recall':>7}  {'f1':>6}  {'support':>7}"
-            )
-            for t, s in result["per_type"].items():
-                lines.append(
-                    f"{t:>16}  {s['precision']:>9.4f}  {s['recall']:>7.4f}  {s['f1']:>6.4f}  "
-                    f"{s['support']:>7}"
-                )
+            lines += scores_table("type", result["per_type"])
         if result.get("confusion_png"):
             lines.append(f"confusion matrix: {result['confusion_png']}")
         return "\n".join(lines)
@@ -461,10 +455,7 @@ class _TagTask:
         )
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
-        model_cfg = from_dict(TaggerConfig, saved["model"])
-        data_cfg = from_dict(TaggerData, saved["data"])
+        model_cfg, data_cfg = saved_configs(saved, TaggerConfig, TaggerData)
         if vocab is None:
             raise DataError("the run has no vocab.json")
         model = Tagger(model_cfg, data_cfg, vocab).to(device)

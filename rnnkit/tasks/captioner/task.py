@@ -15,6 +15,7 @@ from rnnkit.data.images import (
 )
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
+from rnnkit.tasks.base import saved_configs
 from rnnkit.tasks.captioner.config import CaptionData, CaptionerConfig
 from rnnkit.tasks.captioner.data import caption_tokens, collate, image_batches, read_split
 from rnnkit.tasks.captioner.model import Captioner
@@ -131,12 +132,9 @@ class _CaptionTask:
         return CaptionTraining(model, train, valid, batch, seed, d.eval_beam)
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
         if vocab is None:
             raise DataError("the run has no vocab.json")
-        model_cfg = from_dict(CaptionerConfig, saved["model"])
-        data_cfg = from_dict(CaptionData, saved["data"])
+        model_cfg, data_cfg = saved_configs(saved, CaptionerConfig, CaptionData)
         model = Captioner(model_cfg, data_cfg, vocab).to(device)
         training = self._training(model, data_cfg, train_cfg) if with_data else None
         return model, training

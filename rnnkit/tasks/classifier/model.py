@@ -26,6 +26,7 @@ from rnnkit.tasks.classifier.encoders import TokenEmbedder, TokenEncoder
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
 from rnnkit.tasks.common.batching import Example, collate, length_sorted_batches, to_device
 from rnnkit.tasks.common.recurrent import recurrent_for
+from rnnkit.tasks.common.report import scores_table
 
 if TYPE_CHECKING:
     from rnnkit.tasks.classifier.config import ClassifierConfig, ClassifierData
@@ -266,13 +267,8 @@ class Classifier(TaskModel):
         lines = [
             f"{result['data']}: {result['examples']:,} examples, accuracy {result['accuracy']:.2%}, "
             f"macro-F1 {result['macro_f1']:.4f}, loss {result['loss']:.4f}",
-            f"{'class':>16}  {'precision':>9}  {'recall':>7}  {'f1':>6}  {'support':>7}",
+            *scores_table("class", result["per_class"]),
         ]
-        for label, s in result["per_class"].items():
-            lines.append(
-                f"{label:>16}  {s['precision']:>9.4f}  {s['recall']:>7.4f}  {s['f1']:>6.4f}  "
-                f"{s['support']:>7}"
-            )
         if result.get("confusion_png"):
             lines.append(f"confusion matrix: {result['confusion_png']}")
         return "\n".join(lines)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from rnnkit.errors import DataError
+from rnnkit.tasks.base import saved_configs
 from rnnkit.tasks.classifier.config import ClassifierConfig, ClassifierData
 from rnnkit.tasks.classifier.data import encode_all, read_split, resolve_data
 from rnnkit.tasks.classifier.encoders import load_word_vectors
@@ -95,10 +96,7 @@ class _ClassifyTask:
         return ClassificationTraining(model, train, valid, batch, seed)
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
-        model_cfg = from_dict(ClassifierConfig, saved["model"])
-        data_cfg = from_dict(ClassifierData, saved["data"])
+        model_cfg, data_cfg = saved_configs(saved, ClassifierConfig, ClassifierData)
         model = Classifier(model_cfg, data_cfg, vocab).to(device)
         training = None
         if with_data:

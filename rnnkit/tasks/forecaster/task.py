@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.errors import DataError
+from rnnkit.tasks.base import saved_configs
 from rnnkit.tasks.forecaster.baselines import _errors, persistence, seasonal_naive, select_ar_order
 from rnnkit.tasks.forecaster.config import ForecasterConfig, ForecasterData, _parse_quantiles
 from rnnkit.tasks.forecaster.model import Forecaster
@@ -172,10 +173,7 @@ class _ForecastTask:
             )
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
-        model_cfg = from_dict(ForecasterConfig, saved["model"])
-        data_cfg = from_dict(ForecasterData, saved["data"])
+        model_cfg, data_cfg = saved_configs(saved, ForecasterConfig, ForecasterData)
         model = Forecaster(model_cfg, data_cfg).to(device)
         training = None
         if with_data:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from rnnkit.errors import DataError
 from rnnkit.metrics import bleu_scores
+from rnnkit.tasks.base import saved_configs
 from rnnkit.tasks.common.batching import BucketedBatches
 from rnnkit.tasks.seq2seq.config import Seq2SeqConfig, Seq2SeqData
 from rnnkit.tasks.seq2seq.data import (
@@ -135,10 +136,7 @@ class _TranslateTask:
         )
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
-        model_cfg = from_dict(Seq2SeqConfig, saved["model"])
-        data_cfg = from_dict(Seq2SeqData, saved["data"])
+        model_cfg, data_cfg = saved_configs(saved, Seq2SeqConfig, Seq2SeqData)
         model = Seq2Seq(model_cfg, data_cfg).to(device)
         training = None
         if with_data:
