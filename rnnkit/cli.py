@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from rnnkit.checkpoint import RunDir, default_run_dir
     from rnnkit.config import from_dict, resolve, to_dict
-    from rnnkit.data.vocab import Vocab
+    from rnnkit.data.prepared import load_vocabulary
     from rnnkit.distributed import init_from_env
     from rnnkit.tasks import get_task
     from rnnkit.train import TrainConfig, fit, seed_everything, select_device
@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if other:
             raise UsageError(f"--resume keeps the run's model and data; cannot change {other[0]}")
         group, device = init_from_env(select_device(train_cfg.device))
-        vocab = Vocab.load(run.vocab_path) if run.vocab_path.exists() else None
+        vocab = load_vocabulary(run.vocab_path) if run.vocab_path.exists() else None
         model, training = task.restore(saved, vocab, device, train_cfg, with_data=True)
         saved["train"] = to_dict(train_cfg)
         if group.is_main:
@@ -257,15 +257,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.data:
         text, where = read_text(args.data, args.encoding), args.data
+        m = model.evaluate_text(text)
     else:
         from rnnkit.checkpoint import RunDir
         from rnnkit.config import from_dict
         from rnnkit.tasks.language_model import LanguageModelData, read_corpus
+        from rnnkit.tasks.prepared_lm import open_prepared
 
         data_cfg = from_dict(LanguageModelData, RunDir(args.run).load_config()["data"])
-        _, text, where = read_corpus(data_cfg)
-        where = f"validation split of {where}"
-    m = model.evaluate_text(text)
+        prepared = open_prepared(data_cfg, progress=False)
+        if prepared is not None:  # the memory-mapped validation ids
+            m, where = model.evaluate_ids(prepared.valid), f"validation split of {prepared.path}"
+        else:
+            _, text, where = read_corpus(data_cfg)
+            where = f"validation split of {where}"
+            m = model.evaluate_text(text)
     result = {
         "data": str(where),
         "tokens": m["tokens"],

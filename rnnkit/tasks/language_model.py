@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -110,6 +111,17 @@ class LanguageModelConfig:
         default="mean",
         metadata=_opt("loss over time steps: mean, or sum (Zaremba et al.)", ("mean", "sum")),
     )
+    softmax: str = field(
+        default="full",
+        metadata=_opt(
+            "output layer: full softmax, or adaptive (Grave et al. 2017; word and BPE models)",
+            ("full", "adaptive"),
+        ),
+    )
+    cutoffs: str = field(
+        default="2000,10000",
+        metadata=_opt("adaptive softmax: ids where the head ends and each tail cluster ends"),
+    )
 
 
 @dataclass
@@ -117,7 +129,12 @@ class LanguageModelData:
     """Where the text comes from and how it is cut into training windows."""
 
     data: str | None = field(
-        default=None, metadata=_opt("training text file (default: bundled Tiny Shakespeare)")
+        default=None,
+        metadata=_opt(
+            "training text file, or a folder made by `rnnkit prepare lm` (default: bundled "
+            "Tiny Shakespeare); a text file over 64 MB, or any at --level bpe, is prepared into "
+            "a cache folder first"
+        ),
     )
     data_dir: str | None = field(
         default=None,
@@ -131,12 +148,16 @@ class LanguageModelData:
         default=0.1, metadata=_opt("share of data held out when no --valid file")
     )
     encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
-    level: str = field(default="char", metadata=_opt("char or word tokens", ("char", "word")))
+    level: str = field(
+        default="char",
+        metadata=_opt("char, word or bpe (byte-level subwords) tokens", ("char", "word", "bpe")),
+    )
     bptt: int = field(default=64, metadata=_opt("truncated-BPTT window (time steps per update)"))
     max_vocab: int | None = field(
         default=None, metadata=_opt("word level: keep the most frequent N words")
     )
     min_freq: int = field(default=1, metadata=_opt("word level: drop words rarer than this"))
+    vocab_size: int = field(default=8000, metadata=_opt("bpe level: vocabulary to train"))
 
 
 def tokenize_text(text: str, level: str) -> list[str]:
@@ -163,7 +184,7 @@ class TextModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.decoder.weight.device
+        return self.embedding.weight.device
 
     # -- text helpers -------------------------------------------------------------------------
     def tokens(self, text: str) -> list[str]:
@@ -171,7 +192,10 @@ class TextModel(nn.Module):
 
     def encode(self, text: str, unknown: str | None = None) -> list[int]:
         """Text → ids. Characters outside a char vocabulary are an error (or ``unknown="drop"``);
-        out-of-vocabulary words map to ``<unk>`` with a warning that names them."""
+        out-of-vocabulary words map to ``<unk>`` with a warning that names them; byte-level BPE
+        encodes any text."""
+        if self.vocab.level == "bpe":
+            return self.vocab.encode(text)
         toks = self.tokens(text)
         if unknown is None:
             unknown = "error" if self.vocab.level == "char" else "unk"
@@ -186,12 +210,14 @@ class TextModel(nn.Module):
 
     def default_context(self) -> str:
         """What generation and scoring condition on when given no prompt: a line start."""
-        if self.vocab.level == "word" or "\n" in self.vocab:
+        if self.vocab.level in ("word", "bpe") or "\n" in self.vocab:
             return "\n"
         return self.vocab.itos[len(self.vocab.specials)]
 
     def _render(self, ids: list[int]) -> str:
-        """Ids → text; at word level ``<eos>`` becomes a line break."""
+        """Ids → text; at word level ``<eos>`` becomes a line break; BPE decodes its bytes."""
+        if self.vocab.level == "bpe":
+            return self.vocab.decode(ids)
         if self.vocab.level == "char":
             return "".join(self.vocab.itos[i] for i in ids)
         text = ""
@@ -241,16 +267,19 @@ class TextModel(nn.Module):
         banned = [
             i
             for i in range(len(self.vocab.specials))
-            if i != self.vocab.eos_id or self.vocab.level == "char"
+            if i != self.vocab.eos_id or self.vocab.level != "word"
         ]  # words may end a line; nothing else special
+        shown = 0
         for _ in range(length):
             logits = logits.clone()
             logits[banned] = -math.inf
             nxt = sample_next(logits, temperature, top_k, top_p, gen)
-            if on_text is not None:
-                before = self._render(new_ids)
-                on_text(self._render(new_ids + [nxt])[len(before) :])
             new_ids.append(nxt)
+            if on_text is not None:
+                text = self._render(new_ids)
+                if not text.endswith("\ufffd"):  # a BPE byte may end mid-character: wait
+                    on_text(text[shown:])
+                    shown = len(text)
             logits, state = self._advance([nxt], state)
         return self._render(new_ids)
 
@@ -268,11 +297,15 @@ class TextModel(nn.Module):
         if not ctx:  # no context: the first token has nothing to be predicted from
             full, ids = ids, ids[1:]
         x = torch.tensor([full[:-1]], device=self.device)
-        logits = self(x).logits[0]  # (len-1, V)
-        lp = torch.log_softmax(logits.float(), -1)
-        targets = torch.tensor(full[1:], device=self.device)
-        per_token = lp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        targets = torch.tensor([full[1:]], device=self.device)
+        per_token = self.target_log_probs(x, targets)[0][0]  # (len-1,)
         return per_token[len(per_token) - len(ids) :]
+
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, state=None):
+        """``(log p(targets | inputs), state)``: per-token log-probabilities ``(B, T)``."""
+        out = self(inputs, state)
+        lp = torch.log_softmax(out.logits.float(), -1)  # (B, T, V)
+        return lp.gather(2, targets.unsqueeze(2)).squeeze(2), out.state
 
     def score(
         self, text: str, context: str | None = None, unknown: str | None = None
@@ -313,6 +346,8 @@ class TextModel(nn.Module):
         that may follow. Returns dicts with ``word`` (the whole word), ``continuation`` (what to
         type), ``boundary`` (the likeliest character after it), ``probability`` and ``log_prob``.
         """
+        if self.vocab.level == "bpe":
+            return self._complete_subwords(text, k, beam_size or max(2 * k, 8), max_chars, unknown)
         if self.vocab.level != "char":
             raise ValueError("complete() on a word-level model: use next_words()")
         self.eval()
@@ -373,6 +408,58 @@ class TextModel(nn.Module):
         ]
 
     @torch.no_grad()
+    def _complete_subwords(self, text, k, beam_size, max_chars, unknown) -> list[dict[str, Any]]:
+        """:meth:`complete` for BPE models: beam search over subword tokens until the decoded
+        continuation reaches a word boundary. A completion's probability is that of the token
+        path spelling the word up to (and through the token holding) its boundary."""
+        self.eval()
+        prefix = ""
+        for ch in reversed(text):
+            if _is_boundary(ch):
+                break
+            prefix = ch + prefix
+        logits, state = self._advance(self.encode(self.default_context() + text, unknown))
+        specials = len(self.vocab.specials)
+        beams = [(0.0, [], logits, state)]
+        finished: dict[str, tuple[float, str]] = {}
+        for _ in range(max_chars):
+            candidates = []
+            for lp, ids, lg, st in beams:
+                logp = torch.log_softmax(lg.float(), -1)
+                logp[:specials] = -math.inf
+                top = torch.topk(logp, min(beam_size, logp.numel() - specials))
+                for value, idx in zip(top.values.tolist(), top.indices.tolist()):
+                    cont = self.vocab.decode(ids + [idx])
+                    cut = next((i for i, ch in enumerate(cont) if _is_boundary(ch)), None)
+                    if cut is None:
+                        candidates.append((lp + value, ids + [idx], st))
+                    elif prefix + cont[:cut]:
+                        word, score = cont[:cut], lp + value
+                        if word not in finished or finished[word][0] < score:
+                            finished[word] = (score, cont[cut])
+            if not candidates:
+                break
+            best = heapq.nlargest(beam_size, candidates, key=lambda c: c[0])
+            kth = sorted((f[0] for f in finished.values()), reverse=True)[k - 1 : k]
+            if kth and best[0][0] < kth[0]:
+                break
+            beams = []
+            for lp, ids, st in best:
+                lg, st2 = self._advance([ids[-1]], st)
+                beams.append((lp, ids, lg, st2))
+        top_k = heapq.nlargest(k, finished.items(), key=lambda f: f[1][0])
+        return [
+            {
+                "word": prefix + cont,
+                "continuation": cont,
+                "boundary": boundary,
+                "probability": math.exp(lp),
+                "log_prob": lp,
+            }
+            for cont, (lp, boundary) in top_k
+        ]
+
+    @torch.no_grad()
     def next_words(self, text: str, k: int = 5, unknown: str | None = None) -> list[dict[str, Any]]:
         """The ``k`` most likely next words after ``text`` (word-level models): a phone
         keyboard's suggestion bar. Probabilities come straight from the model's softmax over the
@@ -396,22 +483,26 @@ class TextModel(nn.Module):
         Every token after the first is predicted from everything before it.
         """
         self.eval()
-        ids = torch.as_tensor(ids, dtype=torch.long)
+        if not isinstance(ids, np.ndarray):  # a memory map stays one: chunks are converted
+            ids = torch.as_tensor(ids, dtype=torch.long)
+        count = ids.shape[0]
         total, n, state = 0.0, 0, None
-        for s in range(0, ids.numel() - 1, chunk):
-            x = ids[s : s + chunk].unsqueeze(0).to(self.device)
-            y = ids[s + 1 : s + 1 + chunk].unsqueeze(0).to(self.device)
-            x = x[:, : y.shape[1]]
-            out = self(x, state)
-            state = out.state
-            total += float(F.cross_entropy(out.logits[0].float(), y[0], reduction="sum"))
+        for s in range(0, count - 1, chunk):
+            piece = torch.as_tensor(np.asarray(ids[s : s + 1 + chunk], dtype=np.int64))
+            x = piece[:-1].unsqueeze(0).to(self.device)
+            y = piece[1:].unsqueeze(0).to(self.device)
+            lp, state = self.target_log_probs(x, y, state)
+            total -= float(lp.double().sum())
             n += y.numel()
         loss = total / max(n, 1)
         return {"loss": loss, "bits": loss / math.log(2), "perplexity": math.exp(loss), "tokens": n}
 
     def evaluate_text(self, text: str) -> dict[str, float]:
         """:meth:`evaluate_ids` on a text (unknown symbols read as ``<unk>``)."""
-        ids = self.vocab.encode(self.tokens(text), unknown="unk")
+        if self.vocab.level == "bpe":
+            ids = self.vocab.encode(text)
+        else:
+            ids = self.vocab.encode(self.tokens(text), unknown="unk")
         if len(ids) < 2:
             raise DataError("need at least two tokens to evaluate")
         return self.evaluate_ids(ids)
@@ -451,7 +542,14 @@ class LanguageModel(TextModel):
             **options,
         )
         self.drop = nn.Dropout(c.dropout)
-        self.decoder = nn.Linear(c.hidden_size, V)
+        if c.softmax == "adaptive":
+            if c.tie_weights:
+                raise ValueError("tie_weights needs the full softmax's decoder matrix")
+            cutoffs = adaptive_cutoffs(c.cutoffs, V)
+            self.decoder = None
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(c.hidden_size, V, cutoffs, div_value=4.0)
+        else:
+            self.decoder = nn.Linear(c.hidden_size, V)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight  # Press & Wolf 2017
         if c.init_range:
@@ -478,6 +576,8 @@ class LanguageModel(TextModel):
             penalty = norm_stabilizer(y, self.config.norm_stabilizer, initial=h0)
         state = new_state
         y = self._output_dropout(y)
+        if self.decoder is None:  # adaptive softmax: the loss never forms the (B, T, V) logits
+            return self._adaptive_output(y, state, targets, penalty, inputs.shape[1])
         logits = self.decoder(y)  # (B, T, V)
         loss = None
         if targets is not None:
@@ -487,6 +587,31 @@ class LanguageModel(TextModel):
             if penalty is not None:
                 loss = loss + penalty
         return Output(logits, loss, state)
+
+    def _adaptive_output(self, y, state, targets, penalty, steps) -> Output:
+        """Adaptive softmax (Grave et al. 2017): p(w) = p_head(w) for frequent words, else
+        p_head(cluster c) · p_c(w), each tail cluster projected to hidden_size / 4^i first.
+        With targets the loss is −mean log p(target) and ``logits`` is None (the cost it saves);
+        without, ``logits`` are the log-probabilities ``(B, T, V)`` (softmax of them is p)."""
+        B, T, H = y.shape
+        if targets is None:
+            return Output(self.adaptive.log_prob(y.reshape(-1, H)).view(B, T, -1), None, state)
+        # the tail projections are small matmuls whose output dtype must match under autocast
+        loss = self.adaptive(y.reshape(-1, H).float(), targets.reshape(-1)).loss
+        if self.config.time_reduction == "sum":
+            loss = loss * steps
+        if penalty is not None:
+            loss = loss + penalty
+        return Output(None, loss, state)
+
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, state=None):
+        if self.decoder is not None:
+            return super().target_log_probs(inputs, targets, state)
+        emb = self.embedding(inputs)  # (B, T, E)
+        y, state = self.rnn(emb, state)  # (B, T, H)
+        B, T, H = y.shape
+        out = self.adaptive(y.reshape(-1, H).float(), targets.reshape(-1)).output
+        return out.view(B, T), state
 
     def _embedding_dropout(self, emb: Tensor) -> Tensor:
         c = self.config
@@ -565,6 +690,23 @@ def build_language_model(config: LanguageModelConfig, vocab: Vocab) -> TextModel
         if config.model == "window"
         else LanguageModel(config, vocab)
     )
+
+
+def adaptive_cutoffs(spec: str, vocab_size: int) -> list[int]:
+    """``"2000,10000"`` → cluster edges below ``vocab_size − 1`` (those beyond are dropped)."""
+    try:
+        edges = [int(x) for x in str(spec).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ValueError(f"cutoffs must be comma-separated integers; got {spec!r}") from None
+    if edges != sorted(set(edges)) or any(e < 1 for e in edges):
+        raise ValueError(f"cutoffs must be increasing positive integers; got {spec!r}")
+    kept = [e for e in edges if e < vocab_size - 1]
+    if not kept:
+        raise ValueError(
+            f"the vocabulary of {vocab_size} is too small for cutoffs {spec!r}: the adaptive "
+            "softmax needs a first cutoff below vocab_size - 1"
+        )
+    return kept
 
 
 def _is_boundary(ch: str) -> bool:
@@ -737,6 +879,15 @@ class _LanguageModelTask:
     def build(self, configs: dict[str, Any], train_cfg, device):
         model_cfg: LanguageModelConfig = configs["model"]
         data_cfg: LanguageModelData = configs["data"]
+        prepared = self._prepared(data_cfg, train_cfg)
+        if prepared is not None:  # a prepared folder (or a large file's cache): memory maps
+            from rnnkit.data.prepared import load_vocabulary
+
+            data_cfg.level = prepared.level  # the folder decides; saved so the run says so
+            vocab = load_vocabulary(prepared.path / prepared.meta["tokenizer"])
+            log.info("data: %r; vocabulary of %d %s tokens", prepared, len(vocab), prepared.level)
+            model = build_language_model(model_cfg, vocab).to(device)
+            return model, self._prepared_training(model, prepared, data_cfg, train_cfg)
         train_text, valid_text, where = read_corpus(data_cfg)
         if data_cfg.level == "word":
             words = tokenize_text(train_text, "word")
@@ -749,6 +900,20 @@ class _LanguageModelTask:
         model = build_language_model(model_cfg, vocab).to(device)
         training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
         return model, training
+
+    @staticmethod
+    def _prepared(data_cfg, train_cfg=None):
+        from rnnkit.tasks.prepared_lm import open_prepared
+
+        return open_prepared(data_cfg, progress=getattr(train_cfg, "progress", True))
+
+    @staticmethod
+    def _prepared_training(model, prepared, data_cfg, train_cfg):
+        from rnnkit.tasks.prepared_lm import PreparedLanguageModelTraining
+
+        return PreparedLanguageModelTraining(
+            model, prepared.train, prepared.valid, train_cfg.batch_size, data_cfg.bptt
+        )
 
     def _training(self, model, vocab, train_text, valid_text, data_cfg, train_cfg):
         train_ids = torch.tensor(vocab.encode(model.tokens(train_text), unknown="unk"))
@@ -765,6 +930,9 @@ class _LanguageModelTask:
         training = None
         if with_data:
             data_cfg = from_dict(LanguageModelData, saved["data"])
+            prepared = self._prepared(data_cfg, train_cfg)
+            if prepared is not None:
+                return model, self._prepared_training(model, prepared, data_cfg, train_cfg)
             train_text, valid_text, _ = read_corpus(data_cfg)
             training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
         return model, training

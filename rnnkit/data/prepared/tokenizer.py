@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnkit.data.vocab import EOS, SPECIALS, Vocab
+from rnnkit.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from rnnkit.errors import DataError
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "VocabTokenizer",
     "BPETokenizer",
     "load_tokenizer",
+    "load_vocabulary",
+    "as_tokenizer",
     "vocab_from_counts",
     "train_bpe",
 ]
@@ -209,9 +211,45 @@ class BPETokenizer:
     def specials(self) -> tuple[str, ...]:
         return self._specials
 
+    # the parts of Vocab's interface a language model reads (ids of specials, token strings)
+    @property
+    def itos(self) -> list[str]:
+        """Id -> token string (byte-level symbols, e.g. ``"Ġthe"`` for ``" the"``)."""
+        if not hasattr(self, "_itos"):
+            self._itos = [self.tokenizer.id_to_token(i) for i in range(len(self))]
+        return self._itos
+
+    def __contains__(self, token: object) -> bool:
+        return isinstance(token, str) and self.tokenizer.token_to_id(token) is not None
+
+    def _special_id(self, symbol: str) -> int | None:
+        return self.tokenizer.token_to_id(symbol) if symbol in self._specials else None
+
+    @property
+    def pad_id(self) -> int | None:
+        return self._special_id(PAD)
+
+    @property
+    def unk_id(self) -> int | None:
+        return self._special_id(UNK)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._special_id(BOS)
+
     @property
     def eos_id(self) -> int | None:
-        return self.tokenizer.token_to_id(EOS)
+        return self._special_id(EOS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BPETokenizer):
+            return NotImplemented
+        return self.tokenizer.to_str() == other.tokenizer.to_str()
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(size={len(self)}, specials={self._specials!r})"
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -297,6 +335,17 @@ def tokenizer_from_dict(data: Mapping[str, Any]) -> Tokenizer:
     if isinstance(data, Mapping) and "model" in data and "tokens" not in data:
         return BPETokenizer.from_dict(data)
     return VocabTokenizer(Vocab.from_dict(data))
+
+
+def load_vocabulary(path: PathLike) -> Vocab | BPETokenizer:
+    """What a run's ``vocab.json`` holds: a :class:`Vocab` (char/word) or a byte-level BPE."""
+    tok = load_tokenizer(path)
+    return tok.vocab if isinstance(tok, VocabTokenizer) else tok
+
+
+def as_tokenizer(vocab: Vocab | BPETokenizer) -> Tokenizer:
+    """The tokenizer interface over a model's vocabulary."""
+    return VocabTokenizer(vocab) if isinstance(vocab, Vocab) else vocab
 
 
 def load_tokenizer(path: PathLike) -> Tokenizer:
