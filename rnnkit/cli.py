@@ -557,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rnnkit.diagnostics import add_diagnostic_verbs
 
     add_diagnostic_verbs(verbs)  # diagnose gradients, bench memory
+    from rnnkit.cli_prepare import register as add_prepare_verb
+
+    add_prepare_verb(verbs)  # prepare lm INPUT... --out DIR, prepare --verify DIR
     return parser
 
 
