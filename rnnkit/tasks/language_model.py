@@ -14,6 +14,7 @@ is carried across windows and detached at each boundary). Inference:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
@@ -546,6 +547,11 @@ class LanguageModel(TextModel):
             if c.tie_weights:
                 raise ValueError("tie_weights needs the full softmax's decoder matrix")
             cutoffs = adaptive_cutoffs(c.cutoffs, V)
+            if c.hidden_size // 4 ** len(cutoffs) < 1:
+                raise ValueError(
+                    f"hidden_size {c.hidden_size} is too small for {len(cutoffs)} tail "
+                    f"cluster(s): cluster i is projected to hidden_size / 4^i"
+                )
             self.decoder = None
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(c.hidden_size, V, cutoffs, div_value=4.0)
         else:
@@ -595,9 +601,11 @@ class LanguageModel(TextModel):
         without, ``logits`` are the log-probabilities ``(B, T, V)`` (softmax of them is p)."""
         B, T, H = y.shape
         if targets is None:
-            return Output(self.adaptive.log_prob(y.reshape(-1, H)).view(B, T, -1), None, state)
-        # the tail projections are small matmuls whose output dtype must match under autocast
-        loss = self.adaptive(y.reshape(-1, H).float(), targets.reshape(-1)).loss
+            with self._full_precision(y) as y:
+                logp = self.adaptive.log_prob(y.reshape(-1, H)).view(B, T, -1)
+            return Output(logp, None, state)
+        with self._full_precision(y) as y:
+            loss = self.adaptive(y.reshape(-1, H), targets.reshape(-1)).loss
         if self.config.time_reduction == "sum":
             loss = loss * steps
         if penalty is not None:
@@ -610,8 +618,16 @@ class LanguageModel(TextModel):
         emb = self.embedding(inputs)  # (B, T, E)
         y, state = self.rnn(emb, state)  # (B, T, H)
         B, T, H = y.shape
-        out = self.adaptive(y.reshape(-1, H).float(), targets.reshape(-1)).output
+        with self._full_precision(y) as y:
+            out = self.adaptive(y.reshape(-1, H), targets.reshape(-1)).output
         return out.view(B, T), state
+
+    @contextlib.contextmanager
+    def _full_precision(self, y: Tensor):
+        """The adaptive softmax in its weights' dtype: outside autocast, whose bf16 cluster
+        outputs would not fit its fp32 buffers."""
+        with torch.autocast(y.device.type, enabled=False):
+            yield y.to(self.adaptive.head.weight.dtype)
 
     def _embedding_dropout(self, emb: Tensor) -> Tensor:
         c = self.config
