@@ -30,7 +30,8 @@ __all__ = ["RAW_THRESHOLD_BYTES", "PreparedLanguageModelTraining", "cache_root",
 log = logging.getLogger(__name__)
 
 #: raw text files larger than this are prepared into the cache instead of read into memory
-RAW_THRESHOLD_BYTES = 64 * 1024 * 1024
+#: (``RNNKIT_RAW_THRESHOLD_MB`` overrides it, e.g. to measure the in-memory path on a large file)
+RAW_THRESHOLD_BYTES = int(float(os.environ.get("RNNKIT_RAW_THRESHOLD_MB", 64)) * 1024 * 1024)
 
 
 def cache_root() -> Path:
