@@ -48,7 +48,7 @@ SOURCES = [
     "multi30k/train.de.gz",
     "irish_abc/train.abc",
 ]
-MODEL = ["--hidden-size", "384", "--embed-size", "64", "--batch-size", "64", "--bptt", "64"]
+MODEL = ["--hidden-size", "256", "--embed-size", "64", "--batch-size", "32", "--bptt", "64"]
 
 
 def source_blocks(block_lines: int = 32) -> list[str]:
@@ -168,15 +168,23 @@ def train(data: Path, run: Path, steps: int, threads: int, raw: bool, *extra) ->
         sys.exit(f"training failed: {err[-3000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
-    rates = [r["tokens_per_s"] for r in rows if r.get("kind") == "train" and r["step"] > 5]
+    train_rows = [r for r in rows if r.get("kind") == "train"]
+    rates = [r["tokens_per_s"] for r in train_rows[2:]] or [train_rows[-1]["tokens_per_s"]]
     val = [r for r in rows if r.get("kind") == "eval"][-1]
     return {
         "rss_mb": rss_kb / 1024,
         "first_step_s": first,
-        "tokens_per_s": sum(rates) / max(len(rates), 1),
+        "tokens_per_s": sorted(rates)[len(rates) // 2],  # median of the logging windows
         "val_loss": val["val_loss"],
         "wall_s": time.monotonic() - start,
     }
+
+
+def best(a: dict | None, b: dict) -> dict:
+    """The less disturbed of two runs (higher tokens/s); peak RSS and start-up kept per run."""
+    if a is None:
+        return b
+    return a if a["tokens_per_s"] >= b["tokens_per_s"] else b
 
 
 def main() -> None:
@@ -186,6 +194,7 @@ def main() -> None:
     p.add_argument("--sizes", default="10,100,1000", help="corpus sizes in MB")
     p.add_argument("--steps", type=int, default=50, help="training steps per run")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="runs per training row (best kept)")
     p.add_argument("--raw-max-mb", type=float, default=100, help="largest raw-path peer to run")
     p.add_argument("--work", default="/tmp/rnnkit-scale", help="corpora and runs go here")
     p.add_argument("--word-steps", type=int, default=12, help="word-level softmax rows (0: skip)")
@@ -197,8 +206,13 @@ def main() -> None:
     sizes = [float(s) for s in args.sizes.split(",")]
     blocks = source_blocks()
     valid = work / "valid.txt"  # one small validation text for every run: cheap evaluations
-    valid.write_text((DATA / "ptb" / "ptb.valid.txt").read_text(encoding="utf-8")[:60_000])
-    results: dict = {"sizes": {}, "threads": args.threads, "steps": args.steps}
+    valid.write_text((DATA / "ptb" / "ptb.valid.txt").read_text(encoding="utf-8")[:8_000])
+    results: dict = {
+        "sizes": {},
+        "threads": args.threads,
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
 
     for mb in sizes:
         corpus = build_corpus(work / f"corpus-{mb:g}MB.txt", mb, blocks)
@@ -207,13 +221,22 @@ def main() -> None:
         row["prepare_bpe"] = prepare(
             corpus, work / f"bpe-{mb:g}", "bpe", valid, args.threads, "--vocab-size", "8000"
         )
-        row["prepared"] = train(
-            work / f"char-{mb:g}", work / "run", args.steps, args.threads, False, *MODEL
-        )
-        if mb <= args.raw_max_mb:
-            row["raw"] = train(
-                corpus, work / "run", args.steps, args.threads, True, "--valid", str(valid), *MODEL
-            )
+        # prepared and raw runs alternate, best of --repeats each: the machine is shared
+        for _ in range(args.repeats):
+            r = train(work / f"char-{mb:g}", work / "run", args.steps, args.threads, False, *MODEL)
+            row["prepared"] = best(row.get("prepared"), r)
+            if mb <= args.raw_max_mb:
+                r = train(
+                    corpus,
+                    work / "run",
+                    args.steps,
+                    args.threads,
+                    True,
+                    "--valid",
+                    str(valid),
+                    *MODEL,
+                )
+                row["raw"] = best(row.get("raw"), r)
         results["sizes"][f"{mb:g}"] = row
         print(f"{mb:g} MB done: {json.dumps(row)}", file=sys.stderr, flush=True)
 
@@ -297,7 +320,7 @@ def main() -> None:
 def print_table(results: dict) -> None:
     print(
         f"\n{results['threads']} threads, {results['steps']} training steps per run "
-        f"(char LSTM 1×384, batch 64 × bptt 64)\n"
+        f"(char LSTM 1×256, batch 32 × bptt 64; best of {results['repeats']})\n"
     )
     print(
         "| corpus | prepare char MB/s | prepare BPE MB/s | path | peak RSS MB | first step s "

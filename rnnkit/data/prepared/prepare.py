@@ -331,7 +331,7 @@ def prepare_lm(
     *,
     min_freq: int = 1,
     dtype: str = "auto",
-    bpe_sample_mb: float = 64.0,
+    bpe_sample_mb: float = 16.0,
     chunk_bytes: int = CHUNK_BYTES,
     progress: bool = True,
 ) -> dict[str, Any]:
