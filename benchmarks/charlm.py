@@ -7,12 +7,19 @@ table. The cosine schedule runs over the time budget, so the run ends at its low
 
     python benchmarks/charlm.py --seconds 180
     python benchmarks/charlm.py --seconds 180 --set hidden_size=768 --set bptt=64
+
+``--cells lstm gru mingru ...`` is the table mode: one run per cell, the same budget and settings
+each (``--set`` applies to all), then a markdown table of validation nats/char, training chars/s,
+steps and parameters, cell by cell, from the same process and machine.
+
+    python benchmarks/charlm.py --seconds 180 --cells lstm gru mingru minlstm qrnn sru mlstm
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -55,15 +62,42 @@ def main() -> None:
         help="override a model/data/train setting, e.g. --set hidden_size=768",
     )
     p.add_argument("--out", help="keep the run here (default: a temporary directory)")
+    p.add_argument(
+        "--cells", nargs="+", metavar="CELL", help="table mode: one run per recurrent cell"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-
     sets = parse_sets(args.set)
+    if not args.cells:
+        train_one(sets, args.seconds, args.eval_every, args.out, curve=True)
+        return
+    results = []
+    for cell in args.cells:
+        cell_sets = {**sets, "model": {**sets["model"], "cell": cell}}
+        print(f"\n=== {cell} ===", flush=True)
+        results.append((cell, train_one(cell_sets, args.seconds, args.eval_every, None)))
+    print(
+        f"\nTiny Shakespeare, {args.seconds:.0f} s per cell, {torch.get_num_threads()} threads; "
+        f"settings {args.set or 'default'}\n"
+    )
+    print("| cell | val nats/char | val bits/char | chars/s | steps | parameters |")
+    print("|---|---|---|---|---|---|")
+    for cell, r in results:
+        print(
+            f"| {cell} | {r['loss']:.4f} | {r['bits']:.4f} | {r['rate']:,.0f} | {r['steps']} | "
+            f"{r['parameters']:,} |"
+        )
+
+
+def train_one(
+    sets: dict[str, dict], seconds: float, eval_every: int, out: str | None, curve: bool = False
+) -> dict:
+    """Train the LM with ``sets`` for ``seconds``; final validation loss, rate, steps, size."""
     train = {
         **TASK.defaults["train"],
         "epochs": None,
-        "minutes": args.seconds / 60,
-        "eval_every": args.eval_every,
+        "minutes": seconds / 60,
+        "eval_every": eval_every,
         "progress": False,
         **sets["train"],
     }
@@ -74,8 +108,8 @@ def main() -> None:
     train_cfg = from_dict(TrainConfig, train)
     seed_everything(train_cfg.seed)
     model, task = TASK.build(configs, train_cfg, torch.device("cpu"))
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="charlm-"))
-    run = RunDir.create(out, exist_ok=True)
+    out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="charlm-"))
+    run = RunDir.create(out_dir, exist_ok=True)
     n_params = sum(q.numel() for q in model.parameters())
     print(
         f"model: {configs['model']}\ndata: bptt={configs['data'].bptt}  train: lr={train_cfg.lr} "
@@ -88,13 +122,27 @@ def main() -> None:
     rows = run.read_metrics()
     evals = [r for r in rows if r["kind"] == "eval"]
     rates = [r["tokens_per_s"] for r in rows if r["kind"] == "train" and r["step"] > 1]
-    print(f"\n{'time (s)':>9}  {'step':>6}  {'val nats/char':>13}  {'val bits/char':>13}")
-    for r in evals:
-        print(f"{r['time']:>9.0f}  {r['step']:>6}  {r['val_loss']:>13.4f}  {r['val_bits']:>13.4f}")
+    rate = sorted(rates)[len(rates) // 2] if rates else float("nan")
+    if curve:
+        print(f"\n{'time (s)':>9}  {'step':>6}  {'val nats/char':>13}  {'val bits/char':>13}")
+        for r in evals:
+            print(
+                f"{r['time']:>9.0f}  {r['step']:>6}  {r['val_loss']:>13.4f}  {r['val_bits']:>13.4f}"
+            )
+    loss = summary["last"]["loss"]
     print(
-        f"\nfinal validation loss {summary['last']['loss']:.4f} nats/char after {wall:.0f} s "
-        f"({summary['steps']} steps, median {sorted(rates)[len(rates) // 2]:,.0f} chars/s)"
+        f"\nfinal validation loss {loss:.4f} nats/char after {wall:.0f} s "
+        f"({summary['steps']} steps, median {rate:,.0f} chars/s)",
+        flush=True,
     )
+    bits = evals[-1]["val_bits"] if evals else loss / math.log(2)
+    return {
+        "loss": loss,
+        "bits": bits,
+        "rate": rate,
+        "steps": summary["steps"],
+        "parameters": n_params,
+    }
 
 
 if __name__ == "__main__":

@@ -47,11 +47,14 @@ def layer_norm_chunks(x: Tensor, weight: Tensor, bias: Tensor, chunks: int) -> T
 class RecurrentCell(nn.Module):
     """What every rnnkit cell shares: shape checks, state creation and ``forward``.
 
-    Subclasses set ``num_gates`` and ``is_lstm`` and implement ``project_input`` and ``step``.
+    Subclasses set ``num_gates``, ``is_lstm`` (and ``ln_chunks``) and implement ``step``.
     """
 
     num_gates: int = 1
     is_lstm: bool = False
+    # Gate blocks the input projection's layer norm normalises apart (the GRU's r, z, n: 3).
+    ln_chunks: int = 1
+    layer_norm: bool = False
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool, device=None, dtype=None):
         super().__init__()
@@ -146,7 +149,21 @@ class RecurrentCell(nn.Module):
         return h, state
 
     def project_input(self, x: Tensor, params: dict | None = None) -> Tensor:
-        raise NotImplementedError
+        """x̂ = W_ih x + b_ih for every step at once; with ``layer_norm``, x̂ is normalised over
+        each of its :attr:`ln_chunks` gate blocks apart: x̂ = LN(W_ih x + b_ih)."""
+        p = params if params is not None else self.own_params()
+        xp = _affine(x, p["weight_ih"], p["bias_ih"])
+        if self.layer_norm:
+            xp = layer_norm_chunks(xp, p["ln_ih_weight"], p["ln_ih_bias"], self.ln_chunks)
+        return xp
+
+    def _recurrent_term(self, h_prev: Tensor, p: dict) -> Tensor:
+        """â = W_hh h_{t−1} + b_hh, or with ``layer_norm`` LN(W_hh h_{t−1} + b_hh) over all gates
+        as one block (the Elman RNN and the LSTM)."""
+        hp = _affine(h_prev, p["weight_hh"], p["bias_hh"])
+        if self.layer_norm:
+            hp = layer_norm_chunks(hp, p["ln_hh_weight"], p["ln_hh_bias"], 1)
+        return hp
 
     def step(self, xp: Tensor, state, params: dict | None = None):
         raise NotImplementedError
@@ -220,18 +237,9 @@ class RNNCell(RecurrentCell):
                     self.bias_hh.zero_()
         self._init_layer_norm()
 
-    def project_input(self, x: Tensor, params: dict | None = None) -> Tensor:
-        p = params if params is not None else self.own_params()
-        xp = _affine(x, p["weight_ih"], p["bias_ih"])
-        if self.layer_norm:
-            xp = layer_norm_chunks(xp, p["ln_ih_weight"], p["ln_ih_bias"], 1)
-        return xp
-
     def step(self, xp: Tensor, state: Tensor, params: dict | None = None):
         p = params if params is not None else self.own_params()
-        hp = _affine(state, p["weight_hh"], p["bias_hh"])
-        if self.layer_norm:
-            hp = layer_norm_chunks(hp, p["ln_hh_weight"], p["ln_hh_bias"], 1)
+        hp = self._recurrent_term(state, p)
         z = xp + hp
         h = torch.tanh(z) if self.nonlinearity == "tanh" else torch.relu(z)
         return h, h
@@ -310,19 +318,10 @@ class LSTMCell(RecurrentCell):
                 self.bias_hh[H : 2 * H].zero_()
         self._init_layer_norm()
 
-    def project_input(self, x: Tensor, params: dict | None = None) -> Tensor:
-        p = params if params is not None else self.own_params()
-        xp = _affine(x, p["weight_ih"], p["bias_ih"])
-        if self.layer_norm:
-            xp = layer_norm_chunks(xp, p["ln_ih_weight"], p["ln_ih_bias"], 1)
-        return xp
-
     def step(self, xp: Tensor, state: LSTMState, params: dict | None = None):
         p = params if params is not None else self.own_params()
         h_prev, c_prev = state
-        hp = _affine(h_prev, p["weight_hh"], p["bias_hh"])
-        if self.layer_norm:
-            hp = layer_norm_chunks(hp, p["ln_hh_weight"], p["ln_hh_bias"], 1)
+        hp = self._recurrent_term(h_prev, p)
         z_i, z_f, z_g, z_o = (xp + hp).chunk(4, dim=-1)
         if self.peephole:
             z_i = z_i + p["weight_ci"] * c_prev
@@ -371,6 +370,7 @@ class GRUCell(RecurrentCell):
     """
 
     num_gates = 3
+    ln_chunks = 3
 
     def __init__(
         self,
@@ -400,13 +400,6 @@ class GRUCell(RecurrentCell):
         """U(−1/√H, 1/√H) everywhere; LN gain 1, shift 0."""
         self._uniform_init()
         self._init_layer_norm()
-
-    def project_input(self, x: Tensor, params: dict | None = None) -> Tensor:
-        p = params if params is not None else self.own_params()
-        xp = _affine(x, p["weight_ih"], p["bias_ih"])
-        if self.layer_norm:
-            xp = layer_norm_chunks(xp, p["ln_ih_weight"], p["ln_ih_bias"], 3)
-        return xp
 
     def step(self, xp: Tensor, state: Tensor, params: dict | None = None):
         p = params if params is not None else self.own_params()

@@ -11,10 +11,10 @@ A run directory is what users pass around::
 
 Two rules hold for every file this module writes:
 
-* **Atomic.** Data goes to a temporary file in the same directory, is flushed and fsync'ed, then
-  ``os.replace``-d over the target. A crash (or Ctrl-C) mid-write leaves the previous file intact
-  and never a half-written one under the real name. ``metrics.jsonl`` is the exception: it is
-  appended to line by line, and the reader tolerates a torn last line.
+* **Atomic** (:mod:`rnnkit.fileio`). Data goes to a temporary file in the same directory, is
+  flushed and fsync'ed, then ``os.replace``-d over the target. A crash (or Ctrl-C) mid-write leaves
+  the previous file intact and never a half-written one under the real name. ``metrics.jsonl`` is
+  the exception: it is appended to line by line, and the reader tolerates a torn last line.
 * **No arbitrary pickle.** Weights are safetensors. The trainer state needs ``torch.save`` (the
   optimizer state is nested dicts of tensors), but it is loaded with ``weights_only=True`` and a
   file that carries anything beyond tensors and plain containers is refused, so opening a run
@@ -30,7 +30,6 @@ import os
 import pickle
 import random
 import re
-import secrets
 import struct
 import time
 import warnings
@@ -44,6 +43,14 @@ from safetensors import safe_open
 from safetensors.torch import save as _safetensors_save
 
 from rnnkit.errors import CheckpointError
+from rnnkit.fileio import (
+    PathLike,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
+from rnnkit.version import __version__
 
 __all__ = [
     "RunDir",
@@ -63,91 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike[str]
-
 # safetensors metadata key under which tied-weight aliases are recorded ({alias: stored_name}).
 _ALIASES_KEY = "rnnkit.aliases"
-_FALLBACK_VERSION = "0.1.0"
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename: on POSIX the directory entry itself must be fsync'ed."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows cannot open directories; the rename is durable enough there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one.
-
-    The temporary file lives in the same directory (``os.replace`` is only atomic within one
-    file system) and is removed if anything fails before the rename.
-    """
-    path = Path(path)
-    directory = path.parent
-    while True:
-        tmp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            # 0o666 filtered by the umask: the final file gets ordinary permissions, unlike
-            # tempfile.mkstemp's 0o600.
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-            )
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Atomically write ``text`` (newlines written as given, no translation)."""
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-def atomic_write_json(path: PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON, keys in insertion order, UTF-8, final newline."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
-
-
-def append_jsonl(path: PathLike, obj: Mapping[str, Any]) -> None:
-    """Append ``obj`` as one JSON line to ``path`` and fsync it.
-
-    If a previous writer died mid-line (the file does not end in a newline), the new record starts
-    on a fresh line so only the torn record is lost.
-    """
-    line = json.dumps(obj, ensure_ascii=False)
-    with open(path, "a+b") as f:
-        f.seek(0, os.SEEK_END)
-        prefix = b""
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                prefix = b"\n"
-        f.write(prefix + line.encode("utf-8") + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # --------------------------------------------------------------------------- safetensors
@@ -460,15 +384,6 @@ def default_run_dir(task: str, root: PathLike = "runs") -> Path:
     return Path(root) / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _rnnkit_version() -> str:
-    try:
-        import rnnkit  # imported late: rnnkit/__init__ may itself import this module
-
-        return str(getattr(rnnkit, "__version__", _FALLBACK_VERSION))
-    except ImportError:
-        return _FALLBACK_VERSION
-
-
 def _read_json(path: Path, what: str) -> Any:
     if not path.exists():
         raise CheckpointError(f"missing {what}; is this a run directory?", path=path)
@@ -552,7 +467,7 @@ class RunDir:
     def save_config(self, config: Mapping[str, Any]) -> None:
         """Write ``config.json``, stamping ``rnnkit_version`` with the running version."""
         data = dict(config)
-        data["rnnkit_version"] = _rnnkit_version()
+        data["rnnkit_version"] = __version__
         atomic_write_json(self.config_path, data)
 
     def load_config(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from rnnkit.state import map_state
 
-__all__ = ["Hypothesis", "StepFn", "beam_search", "greedy_decode", "select_rows"]
+__all__ = ["Hypothesis", "StepFn", "beam_search", "concat_states", "greedy_decode", "select_rows"]
 
 #: step(tokens (N,), state) -> (log_probs (N, V), new_state, attention (N, S) | None)
 StepFn = Callable[[Tensor, Any], tuple[Tensor, Any, Tensor | None]]
@@ -66,6 +66,20 @@ class Hypothesis:
 def select_rows(state: Any, rows: Tensor) -> Any:
     """``state`` with dim 0 of every tensor indexed by ``rows`` (reorder, repeat or drop)."""
     return map_state(lambda t: t.index_select(0, rows), state)
+
+
+def concat_states(states: list[Any], dim: int = 0) -> Any:
+    """Batched states of the same structure joined along ``dim`` (their batch dimension)."""
+    if len(states) == 1:
+        return states[0]
+    if isinstance(states[0], Tensor):
+        return torch.cat(states, dim)
+    if isinstance(states[0], tuple):
+        joined = [concat_states([s[i] for s in states], dim) for i in range(len(states[0]))]
+        return type(states[0])(*joined) if hasattr(states[0], "_fields") else tuple(joined)
+    if isinstance(states[0], list):
+        return [concat_states([s[i] for s in states], dim) for i in range(len(states[0]))]
+    raise TypeError(f"cannot concatenate states of type {type(states[0]).__name__}")
 
 
 def _device_of(state: Any) -> torch.device:

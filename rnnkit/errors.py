@@ -56,14 +56,10 @@ class DataFileNotFoundError(DataError, FileNotFoundError):
     """An input file that does not exist: both a :class:`DataError` and a
     :class:`FileNotFoundError`, so either ``except`` clause catches it."""
 
-    def __init__(
-        self,
-        message: str,
-        path: str | os.PathLike[str] | None = None,
-        line: int | None = None,
-    ) -> None:
-        super().__init__(message, path, line)
-        self.filename = self.path  # what OSError handlers look at
+    @property
+    def filename(self) -> str | None:
+        """The missing file, where ``OSError`` handlers look for it (``err.path``)."""
+        return self.path
 
 
 class CheckpointError(DataError):

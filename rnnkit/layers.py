@@ -1,8 +1,7 @@
-"""Recurrent layers: the time loop over any cell, and drop-in ``RNN`` / ``LSTM`` / ``GRU``.
+"""Recurrent layers over the time loop, and drop-in ``RNN`` / ``LSTM`` / ``GRU``.
 
-* :func:`run_direction` is the one time loop: it hoists the input projection of all steps into a
-  single matrix product, walks time with ``unbind`` (indexing ``xp[t]`` inside the loop makes the
-  backward pass grow with T²), freezes the state of sequences that have ended, and applies zoneout.
+* :func:`run_direction` (from :mod:`rnnkit.time_loop`, re-exported here with the padded-sequence
+  helpers of :mod:`rnnkit.sequence`) is the one time loop over any cell.
 * :class:`Recurrent` wraps one cell in that loop (batch-first, optional ``lengths`` and
   ``reverse``); :class:`Bidirectional` runs two of them in opposite directions.
 * :class:`RNN`, :class:`LSTM`, :class:`GRU` mirror ``torch.nn`` exactly (constructor, defaults,
@@ -22,7 +21,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import fast as _fast
 from rnnkit.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from rnnkit.sequence import check_lengths, reverse_padded
 from rnnkit.state import LSTMState, as_lstm_state, map_state
+from rnnkit.time_loop import run_direction
 
 __all__ = [
     "run_direction",
@@ -35,121 +36,6 @@ __all__ = [
     "LSTM",
     "GRU",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# The time loop
-# ---------------------------------------------------------------------------------------------
-def check_lengths(lengths, batch_size: int, seq_len: int) -> Tensor:
-    """Validate per-sequence lengths and return them as a CPU int64 tensor."""
-    if isinstance(lengths, Tensor):
-        if lengths.is_floating_point() or lengths.is_complex():
-            raise ValueError(f"lengths must be integers; got dtype {lengths.dtype}")
-        lengths = lengths.detach().to("cpu", torch.int64)
-    else:
-        lengths = torch.as_tensor(list(lengths), dtype=torch.int64)
-    if lengths.dim() != 1 or lengths.numel() != batch_size:
-        raise ValueError(
-            f"lengths must have one entry per sequence: expected shape ({batch_size},); "
-            f"got {tuple(lengths.shape)}"
-        )
-    if batch_size and (lengths.min() <= 0 or lengths.max() > seq_len):
-        raise ValueError(
-            f"lengths must lie in 1..{seq_len} (the padded length T); "
-            f"got min {int(lengths.min())}, max {int(lengths.max())}"
-        )
-    return lengths
-
-
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of ``x (B, T, ...)`` within its own length; padding stays at the end.
-
-    Applying it twice gives ``x`` back, so it also maps reversed outputs to the original order.
-    """
-    if lengths is None:
-        return x.flip(1)
-    T = x.shape[1]
-    t = torch.arange(T)
-    L = lengths.unsqueeze(1)  # (B, 1)
-    idx = torch.where(t < L, L - 1 - t, t).to(x.device)  # (B, T)
-    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, idx)
-
-
-def _zoneout(prev, new, p: float, training: bool):
-    """Zoneout (Krueger et al. 2017): each unit keeps its previous value with probability p.
-
-    Training: s_t = d ⊙ s_{t−1} + (1 − d) ⊙ s̃_t with d ~ Bernoulli(p) per unit and step;
-    evaluation uses the expectation s_t = p s_{t−1} + (1 − p) s̃_t.
-    """
-
-    def mix(a: Tensor, b: Tensor) -> Tensor:
-        if training:
-            d = torch.empty_like(b).bernoulli_(p)
-            return torch.lerp(b, a, d)
-        return torch.lerp(b, a, p)
-
-    if isinstance(new, tuple):
-        return LSTMState(*(mix(a, b) for a, b in zip(prev, new)))
-    return mix(prev, new)
-
-
-def run_direction(
-    cell: RecurrentCell,
-    x: Tensor,
-    state,
-    lengths: Tensor | None = None,
-    reverse: bool = False,
-    params: dict | None = None,
-    zoneout: float = 0.0,
-    training: bool = False,
-    return_cell_states: bool = False,
-    fast: bool = True,
-):
-    """Run ``cell`` over ``x (B, T, I)`` from ``state``; returns ``(y (B, T, H), final_state, cs)``.
-
-    With ``lengths`` the state of sequence b stops changing after step ``lengths[b]``, outputs past
-    the end are zero, and ``final_state`` is the state after the last valid step. ``reverse`` reads
-    each sequence back to front within its own length. ``cs`` is every step's cell state
-    ``(B, T, H)`` when ``return_cell_states`` (LSTM), else None.
-
-    With ``fast`` (the default) rnnkit's cells run on :mod:`rnnkit.fast` (hand-written BPTT, equal
-    to rounding); the loop below is the reference it is tested against.
-    """
-    if fast and _fast.supports(cell):
-        return _fast.run_direction(
-            cell, x, state, lengths, reverse, params, zoneout, training, return_cell_states
-        )
-    if reverse:
-        x = reverse_padded(x, lengths)
-    xp = cell.project_input(x, params)  # (B, T, G·H): one GEMM for every step
-    masks = None
-    if lengths is not None:
-        steps = torch.arange(x.shape[1]).unsqueeze(1)  # (T, 1)
-        masks = (steps < lengths.unsqueeze(0)).to(x.device).unsqueeze(-1).unbind(0)  # T × (B, 1)
-    outputs, cells = [], []
-    for t, xp_t in enumerate(xp.unbind(1)):
-        h, new_state = cell.step(xp_t, state, params)
-        if zoneout:
-            new_state = _zoneout(state, new_state, zoneout, training)
-            h = new_state[0] if isinstance(new_state, tuple) else new_state
-        if masks is not None:
-            m = masks[t]
-            if isinstance(new_state, tuple):
-                new_state = LSTMState(*(torch.where(m, n, o) for n, o in zip(new_state, state)))
-            else:
-                new_state = torch.where(m, new_state, state)
-            h = h * m
-        state = new_state
-        outputs.append(h)
-        if return_cell_states:
-            cells.append(state[1] * masks[t] if masks is not None else state[1])
-    y = torch.stack(outputs, 1)  # (B, T, H)
-    cs = torch.stack(cells, 1) if return_cell_states else None
-    if reverse:
-        y = reverse_padded(y, lengths)
-        cs = reverse_padded(cs, lengths) if cs is not None else None
-    return y, state, cs
 
 
 def _check_sequence_input(name: str, x: Tensor, input_size: int, dtype: torch.dtype) -> None:

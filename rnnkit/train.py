@@ -3,7 +3,10 @@
 A task supplies batches and a loss (:class:`TrainingTask`); the trainer owns everything else:
 the optimiser and learning-rate schedule, gradient-norm clipping (the norm before clipping is
 logged every step), non-finite guards, periodic evaluation, best/last checkpoints, early stopping,
-time and step budgets, a progress bar, ``metrics.jsonl`` and a loss-curve PNG.
+time and step budgets, a progress bar, ``metrics.jsonl`` and a loss-curve PNG. With
+``log="tensorboard"`` the same records (and a text sample per evaluation, for models that can
+``generate``) also go to a TensorBoard event file in ``RUN/tensorboard/``; ``metrics.jsonl``
+stays the source of truth (see :mod:`rnnkit.tensorboard_logger`).
 
 Resuming is exact on CPU: a checkpoint holds the weights, optimiser, schedule position, every RNG
 and the task's carried state (e.g. an LSTM's state between truncated-BPTT windows), all in
@@ -25,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnkit.checkpoint import RunDir, atomic_write_text, capture_rng_state, restore_rng_state
+from rnnkit.checkpoint import RunDir, capture_rng_state, restore_rng_state
 from rnnkit.config import field_meta as _opt
+from rnnkit.fileio import atomic_write_text
 
 __all__ = [
     "TrainConfig",
@@ -100,6 +104,14 @@ class TrainConfig:
             ("fp32", "bf16"),
         ),
     )
+    log: str = field(
+        default="none",
+        metadata=_opt(
+            "also log to TensorBoard (RUN/tensorboard/: loss, bits, lr, gradient norm, tokens/s, "
+            "validation metrics, a text sample per evaluation); metrics.jsonl stays the record",
+            ("none", "tensorboard"),
+        ),
+    )
     progress: bool = field(default=True, metadata=_opt("show a progress bar"))
     dry_run: bool = field(
         default=False, metadata=_opt("two steps and one evaluation, for smoke tests")
@@ -156,6 +168,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (NumPy's with ``seed mod 2³²``)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -308,6 +321,7 @@ def fit(
         log.info("resumed %s at step %d", run.path, step)
     else:
         seed_everything(cfg.seed)
+    board = _open_board(cfg, task, run, step if resume else None) if group.is_main else None
 
     def checkpoint(tag_best: bool) -> None:
         # every rank's RNG and carried state, so each rank resumes exactly where it was
@@ -414,18 +428,19 @@ def fit(
                 rate = group.sum(window_tokens / max(now - window_start, 1e-9))
                 mean_loss = group.mean(window_loss / window_steps)
                 if group.is_main:
-                    run.log_metrics(
-                        {
-                            "kind": "train",
-                            "step": step,
-                            "epoch": epoch,
-                            "loss": mean_loss,
-                            "grad_norm": float(norm),
-                            "lr": optimizer.param_groups[0]["lr"],
-                            "tokens_per_s": rate,
-                            "time": elapsed_before + now - start,
-                        }
-                    )
+                    record = {
+                        "kind": "train",
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": mean_loss,
+                        "grad_norm": float(norm),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "tokens_per_s": rate,
+                        "time": elapsed_before + now - start,
+                    }
+                    run.log_metrics(record)
+                    if board is not None:
+                        board.log_train(record)
                 postfix = {
                     "loss": f"{mean_loss:.3f}",
                     "bits": f"{mean_loss / math.log(2):.3f}",
@@ -438,7 +453,7 @@ def fit(
 
             # eval_every <= 0 means once per epoch
             if step % (cfg.eval_every if cfg.eval_every > 0 else per_epoch) == 0 or finished:
-                last_eval = _evaluate(task, model, run, step, start, elapsed_before, group)
+                last_eval = _evaluate(task, model, run, step, start, elapsed_before, group, board)
                 improved = last_eval["loss"] < best
                 if improved:
                     best, stale = last_eval["loss"], 0
@@ -452,13 +467,19 @@ def fit(
                 if cfg.patience and stale >= cfg.patience:
                     stop_reason = "early_stop"
                     break
+    except BaseException:
+        if board is not None:
+            board.close()
+        raise
     finally:
         bar.close()
     if not last_eval or last_eval.get("step") != step:  # a time budget ended between evaluations
-        last_eval = _evaluate(task, model, run, step, start, elapsed_before, group)
+        last_eval = _evaluate(task, model, run, step, start, elapsed_before, group, board)
         improved = last_eval["loss"] < best
         best = min(best, last_eval["loss"])
         checkpoint(tag_best=improved)
+    if board is not None:
+        board.close()
     try:
         if group.is_main:
             _plot_curves(run)
@@ -474,18 +495,57 @@ def fit(
     }
 
 
-def _evaluate(task, model, run, step, start, elapsed_before, group) -> dict[str, float]:
+def _evaluate(task, model, run, step, start, elapsed_before, group, board=None) -> dict[str, float]:
     """Validation metrics (every rank computes the same numbers; rank 0 logs them)."""
     model.eval()
     with torch.no_grad():
         metrics = task.evaluate(model)
     metrics = {**metrics, "step": step}
     if group.is_main:
-        run.log_metrics(
-            {
-                "kind": "eval",
-                **{("val_" + k if k != "step" else k): v for k, v in metrics.items()},
-                "time": elapsed_before + time.monotonic() - start,
-            }
-        )
+        record = {
+            "kind": "eval",
+            **{("val_" + k if k != "step" else k): v for k, v in metrics.items()},
+            "time": elapsed_before + time.monotonic() - start,
+        }
+        run.log_metrics(record)
+        if board is not None:
+            board.log_eval(record)
+            text = _sample_text(model, step)
+            if text is not None:
+                run.log_metrics({"kind": "sample", "step": step, "text": text})
+                board.log_sample(text, step)
+            board.flush()
     return metrics
+
+
+SAMPLE_LENGTH = 200  # tokens of the text sample logged at each evaluation (--log tensorboard)
+
+
+def _open_board(cfg: TrainConfig, task: TrainingTask, run: RunDir, resumed_at: int | None):
+    """The TensorBoard logger of ``cfg.log``, or None. On resume, events the interrupted run
+    wrote after its checkpoint are purged, as its metrics.jsonl records were."""
+    if cfg.log != "tensorboard":
+        return None
+    from rnnkit.tensorboard_logger import TENSORBOARD_DIR, TensorBoardLogger
+
+    board = TensorBoardLogger(
+        run.path / TENSORBOARD_DIR,
+        bits=getattr(task, "tokens_name", "") != "window",  # a forecaster's loss is an MSE
+        purge_step=None if resumed_at is None else resumed_at + 1,
+    )
+    if resumed_at is None and run.config_path.exists():
+        board.log_config(run.load_config())
+    return board
+
+
+def _sample_text(model: nn.Module, step: int) -> str | None:
+    """What a text model writes from its default context (seeded by the step, on its own
+    generator, so training's random streams are untouched); None for other models."""
+    generate = getattr(model, "generate", None)
+    if not callable(generate) or not hasattr(model, "vocab"):
+        return None
+    try:
+        return generate(length=SAMPLE_LENGTH, temperature=0.8, seed=step)
+    except Exception as e:  # a sample is a view: it must never stop training
+        log.warning("no text sample at step %d: %s", step, e)
+        return None

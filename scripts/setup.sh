@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up rnnkit in ./.venv: create the virtual environment, install PyTorch, install rnnkit.
 #   bash scripts/setup.sh          the library and the `rnnkit` command
-#   bash scripts/setup.sh --dev    plus the test tools (pytest, hypothesis, ruff)
+#   bash scripts/setup.sh --dev    plus the test tools (pytest, hypothesis, ruff, every optional
+#                                  extra, and Debian's chromium for the browser test)
 # PyTorch: with an NVIDIA GPU, the default build from the package index; without one, the CPU
 # build (a local CPU wheel when pip's find-links offers one, else PyTorch's CPU index), which
 # avoids downloading several GB of CUDA libraries that would never be used.
@@ -25,6 +26,18 @@ if ! "$venv_python" -c "import torch" >/dev/null 2>&1; then
 fi
 
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+if [ "${1:-}" = "--dev" ]; then
+  extras="[dev]"
+  # The playground's browser test drives Debian's Chromium (no browser download at run time).
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      echo "setup: installing Debian's chromium for the browser test"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+        || echo "setup: could not install chromium; the browser test will be skipped"
+    else
+      echo "setup: not root: install Debian's chromium by hand to run the browser test"
+    fi
+  fi
+fi
 "$venv_python" -m pip install --quiet -e ".${extras}"
 echo "setup: done ($("$venv_python" -c 'import torch, rnnkit; print("rnnkit", rnnkit.__version__, "torch", torch.__version__)'))"

@@ -17,10 +17,9 @@ from rnnkit.tasks.classifier import (
     AttentionPooling,
     ClassifierConfig,
     ClassifierData,
-    bucket_batches,
-    collate,
     pool_sequence,
 )
+from rnnkit.tasks.common import bucket_batches, collate
 from rnnkit.train import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -323,3 +322,16 @@ def test_benchmark_scripts_run_end_to_end(tmp_path):
         )
         assert done.returncode == 0, done.stderr
         assert header in done.stdout and only in done.stdout.splitlines()[-1]
+
+
+def test_infer_answers_classify_and_evaluate_requests(sentiment):
+    from rnnkit.inference import ClassifyRequest, ClassifyResult, EvaluateRequest
+
+    train, dev = sentiment
+    model, _ = build(train, dev)
+    request = ClassifyRequest.from_json({"texts": ["great film", "awful acting"]})
+    result = model.infer(request)
+    assert result.lines() == model.predict(["great film", "awful acting"])
+    assert ClassifyResult.from_json(result.to_json()) == result
+    metrics = model.infer(EvaluateRequest(data=str(dev))).to_json()
+    assert metrics == model.evaluate_file(str(dev))

@@ -363,3 +363,20 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "rnnkit", "--version"], capture_output=True, text=True
     )
     assert r.returncode == 0 and r.stdout.startswith("rnnkit ")
+
+
+def test_resume_accepts_the_same_flags_and_names_a_real_change(tmp_path, corpus, capsys):
+    """Re-running the training command with --resume added repeats its model and data flags:
+    equal values are no change; a different one is refused naming the saved and given value."""
+    out = tmp_path / "run"
+    first = ["-q", "train", "lm", "--data", corpus, "--out", out, *TINY, "--eval-every", 5]
+    code, _, err = run_cli(capsys, *first, "--max-steps", 10)
+    assert code == 0, err
+    again = ["-q", "train", "lm", "--data", corpus, *TINY, "--eval-every", 5, "--resume", out]
+    code, _, err = run_cli(capsys, *again, "--max-steps", 20)
+    assert code == 0, err
+    steps = [json.loads(line).get("step", 0) for line in (out / "metrics.jsonl").open()]
+    assert max(steps) == 20
+    code, _, err = run_cli(capsys, *again, "--hidden-size", 32, "--max-steps", 30)
+    assert code == 2
+    assert "model.hidden_size (saved 16, given 32)" in err and len(err.strip().splitlines()) == 1

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rnnkit.cli import main
-from rnnkit.diagnostics import (
+from rnnkit.cli.diagnose import parse_cell_spec
+from rnnkit.insight import (
     ADDING_BASELINE_MSE,
     CellSpec,
     MemoryConfig,
@@ -20,7 +21,6 @@ from rnnkit.diagnostics import (
     copy_task,
     gradient_flow,
     memory_table,
-    parse_cell_spec,
     step_jacobian_matrices,
     train_memory,
 )

@@ -353,3 +353,18 @@ def test_train_forecast_on_the_ball_dry_run(tmp_path, capsys):
     assert report["columns"] == ["x", "y"] and report["origin"]["row"] == 9
     with pytest.raises(DataError):
         forecast_report(load(run), horizon=0)
+
+
+def test_infer_answers_forecast_requests():
+    from rnnkit.inference import ForecastRequest, ForecastResult
+
+    torch.manual_seed(0)
+    model = small_model(ForecasterData(window=16, burn_in=4), horizon=3, head="gaussian").eval()
+    history = sine(40)[:, None]
+    request = ForecastRequest.from_json({"history": history.tolist(), "horizon": 3, "level": 0.8})
+    result = model.infer(request)
+    expected = model.forecast(history, 3, 0.8, 200, 0)
+    assert np.allclose(result.mean, expected["mean"]) and np.allclose(
+        result.upper, expected["upper"]
+    )
+    assert ForecastResult.from_json(result.to_json()) == result

@@ -421,3 +421,18 @@ def test_cli_train_and_generate_tunes(tmp_path, capsys):
     # --midi writes files: without --out it is a usage error
     assert main(["-q", "generate", str(run), "--midi"]) == 2
     assert "give --out DIR" in capsys.readouterr().err
+
+
+def test_infer_answers_music_and_generate_requests():
+    from rnnkit.inference import GenerateRequest, MusicRequest, MusicResult
+
+    torch.manual_seed(0)
+    model = _model(hidden=16).eval()
+    result = model.infer(
+        MusicRequest.from_json({"tunes": 2, "key": "D", "seed": 4, "max_chars": 80})
+    )
+    tunes = model.generate_tunes(2, seed=4, key="D", max_chars=80)
+    assert [t["abc"] for t in result.tunes] == [t.text for t in tunes]
+    assert [t["ended"] for t in result.tunes] == [t.ended for t in tunes]
+    assert MusicResult.from_json(result.to_json()) == result
+    assert model.infer(GenerateRequest("X:1\n", max_tokens=5, seed=1)).tokens == 5

@@ -318,3 +318,17 @@ def test_resume_and_the_benchmark_script(tmp_path, corpus, capsys):
     assert done.returncode == 0, done.stderr
     assert "beam 2" in done.stdout and "BLEU by source length" in done.stdout
     assert (tmp_path / "len.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_infer_answers_translate_requests():
+    from rnnkit.inference import TranslateRequest, TranslateResult
+
+    torch.manual_seed(0)
+    model = digit_model().eval()
+    request = TranslateRequest.from_json({"texts": ["1 2 3", "4 5"], "beam_size": 2, "max_len": 6,
+                                          "attention": True})  # fmt: skip
+    result = model.infer(request)
+    expected = model.translate(["1 2 3", "4 5"], beam_size=2, max_len=6, attention=True)
+    assert result.lines() == expected
+    assert len(result.lines()[0]["attention"]) == len(result.lines()[0]["tokens"])
+    assert TranslateResult.from_json(json.loads(json.dumps(result.to_json()))) == result

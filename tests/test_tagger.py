@@ -8,7 +8,7 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.data.conll import TaggedSentence
-from rnnkit.tasks.classifier import collate
+from rnnkit.tasks.common import collate
 from rnnkit.tasks.tagger import TASK, TaggerConfig, TaggerData, resolve_data
 from rnnkit.train import TrainConfig
 
@@ -225,3 +225,12 @@ def test_resume_continues_exactly(ner, tmp_path, capsys):
     before = (split / "metrics.jsonl").read_text()
     assert main(["-q", "train", "tag", "--resume", str(split), "--max-steps", "6"]) == 0
     assert (split / "metrics.jsonl").read_text() == before
+
+
+def test_infer_answers_tag_requests(ner):
+    from rnnkit.inference import TagRequest, TagResult
+
+    model, _ = build(*ner)
+    result = model.infer(TagRequest.from_json({"texts": ["I love New York", ["Paris", "rocks"]]}))
+    assert result.lines() == model.tag(["I love New York", ["Paris", "rocks"]])
+    assert TagResult.from_json(result.to_json()) == result

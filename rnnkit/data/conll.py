@@ -20,13 +20,13 @@ Every problem becomes a :class:`~rnnkit.errors.DataError` naming ``file:line``; 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from rnnkit.data.readers import read_text
 from rnnkit.data.tabular import BadLines, iter_lines
+from rnnkit.fileio import PathLike
 
 __all__ = [
     "CONLLU_COLUMNS",
@@ -40,8 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 #: The ten CoNLL-U fields, in order.
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")

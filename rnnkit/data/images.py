@@ -23,7 +23,6 @@ import io
 import logging
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.errors import DataError, DataFileNotFoundError
+from rnnkit.fileio import PathLike, atomic_write_bytes
 
 __all__ = [
     "Captions",
@@ -60,7 +60,7 @@ class ImageTar:
     until :meth:`close` (or the end of a ``with`` block).
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: PathLike):
         self.path = Path(path)
         if not self.path.exists():
             raise DataFileNotFoundError("no such image archive", self.path)
@@ -110,7 +110,7 @@ class ImageTar:
 class ImageFolder:
     """Image files directly inside a directory, with the same interface as :class:`ImageTar`."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: PathLike):
         self.path = Path(path)
         if not self.path.is_dir():
             raise DataFileNotFoundError("no such image folder", self.path)
@@ -148,7 +148,7 @@ class ImageFolder:
         pass
 
 
-def open_images(path: str | os.PathLike[str]) -> ImageTar | ImageFolder:
+def open_images(path: PathLike) -> ImageTar | ImageFolder:
     """A tar archive (any compression :mod:`tarfile` reads) or a folder of image files."""
     p = Path(path)
     if p.is_dir():
@@ -214,7 +214,7 @@ class Captions:
         return Captions(self.path, self.images[:n], self.captions[:n], self.lines[:n])
 
 
-def read_captions(path: str | os.PathLike[str], encoding: str = "utf-8") -> Captions:
+def read_captions(path: PathLike, encoding: str = "utf-8") -> Captions:
     """Read ``<image>#<k><TAB><caption>`` lines (``#k`` optional; blank lines skipped).
 
     Raises:
@@ -279,7 +279,7 @@ class FeatureCache:
     corrupt or unreadable entry is treated as missing and recomputed.
     """
 
-    def __init__(self, root: str | os.PathLike[str], namespace: str):
+    def __init__(self, root: PathLike, namespace: str):
         self.root = Path(root)
         self.namespace = namespace
         self.dir = self.root / namespace
@@ -300,14 +300,9 @@ class FeatureCache:
     def put(self, key: str, array: np.ndarray) -> None:
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+        atomic_write_bytes(p, buf.getvalue())
 
 
 def cached_arrays(

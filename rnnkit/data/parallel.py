@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -20,10 +19,9 @@ from pathlib import Path
 
 from rnnkit.data.readers import read_text
 from rnnkit.errors import DataError, DataFileNotFoundError
+from rnnkit.fileio import PathLike
 
 __all__ = ["detokenize", "read_lines", "read_parallel", "tokenize"]
-
-PathLike = str | os.PathLike[str]
 
 # A word (letters/digits, possibly joined by hyphens: "t-shirt", "5-jährige"), a clitic that
 # starts with an apostrophe ("'s", "'re"), or any other single non-space character.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
 from pathlib import Path
 
 from rnnkit.errors import DataError, DataFileNotFoundError
+from rnnkit.fileio import PathLike
 
 __all__ = [
     "IRISH_TUNES",
@@ -23,8 +23,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 #: Karpathy's char-rnn Tiny Shakespeare (about 1.1M characters).
 TINY_SHAKESPEARE = "tinyshakespeare.txt"

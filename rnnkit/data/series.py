@@ -31,7 +31,6 @@ import csv
 import io
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.errors import DataError, DataFileNotFoundError
+from rnnkit.fileio import PathLike
 
 __all__ = [
     "MISSING_MODES",
@@ -53,8 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 MISSING_MODES = ("mask", "ffill", "interpolate", "error")
 TRANSFORMS = ("none", "sqrt", "log1p")

@@ -33,6 +33,7 @@ import numpy as np
 
 from rnnkit.data.readers import read_text
 from rnnkit.errors import DataError
+from rnnkit.fileio import PathLike
 
 __all__ = [
     "BadLines",
@@ -51,8 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 #: Layouts :func:`read_classification` knows; ``auto`` picks one from the file name.
 TEXT_FORMATS = ("auto", "lines", "tsv", "csv", "jsonl")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import operator
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rnnkit.data.readers import read_text
 from rnnkit.errors import DataError
+from rnnkit.fileio import PathLike, atomic_write_text
 
 __all__ = ["BOS", "EOS", "PAD", "SPECIALS", "UNK", "Vocab"]
 
@@ -296,14 +296,12 @@ class Vocab:
         except ValueError as exc:
             raise DataError(f"invalid vocabulary: {exc}") from None
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the vocabulary as JSON, atomically."""
-        from rnnkit.checkpoint import atomic_write_text  # late: checkpoint pulls in torch
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Vocab:
+    def load(cls, path: PathLike) -> Vocab:
         """Read a vocabulary written by :meth:`save`.
 
         Raises:

@@ -23,7 +23,7 @@ import numpy as np
 from rnnkit.data.prepared import MemmapStreams, PreparedCorpus, is_prepared, prepare_lm
 from rnnkit.distributed import Dist
 from rnnkit.errors import DataError
-from rnnkit.tasks.language_model import LanguageModelTraining
+from rnnkit.tasks.language_model.task import LanguageModelTraining
 
 __all__ = ["RAW_THRESHOLD_BYTES", "PreparedLanguageModelTraining", "cache_root", "open_prepared"]
 

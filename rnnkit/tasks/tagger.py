@@ -39,6 +39,7 @@ from rnnkit.crf import LinearChainCRF, bio_transitions
 from rnnkit.data.conll import TAGGED_FORMATS, TaggedSentence, clean_token, read_tagged
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
+from rnnkit.inference import EvaluateRequest, TagRequest, TagResult
 from rnnkit.metrics import (
     bio_spans,
     confusion_matrix,
@@ -46,23 +47,26 @@ from rnnkit.metrics import (
     is_bio,
     plot_confusion_matrix,
 )
-from rnnkit.tasks.base import Output
+from rnnkit.tasks.base import Output, TaskModel, saved_configs
 from rnnkit.tasks.classifier import (
     CHAR_REPRS,
     CHAR_SPECIALS,
     LAYERS,
     ClassificationTraining,
-    Example,
     TokenEmbedder,
     TokenEncoder,
     char_vocab,
+    load_word_vectors,
+)
+from rnnkit.tasks.common.batching import (
+    Example,
     collate,
     length_sorted_batches,
-    load_word_vectors,
-    make_recurrent,
     split_holdout,
     to_device,
 )
+from rnnkit.tasks.common.recurrent import CellOptions, recurrent_for
+from rnnkit.tasks.common.report import scores_table
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
 
@@ -70,7 +74,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TaggerConfig:
+class TaggerConfig(CellOptions):
     """Architecture of a sequence tagger."""
 
     cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
@@ -97,13 +101,6 @@ class TaggerConfig:
     constrain: bool = field(
         default=True, metadata=_opt("CRF with BIO tags: forbid O→I-X and B-X→I-Y")
     )
-    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
-    init: str = field(
-        default="default",
-        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
-    )
-    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
-    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
 
 
 @dataclass
@@ -143,7 +140,7 @@ class TaggerData:
     chars: list[str] | None = field(default=None, metadata=_opt("characters", cli=False))
 
 
-class Tagger(nn.Module):
+class Tagger(TaskModel):
     """Word + character features → bidirectional recurrent layer → per-token emission scores
     (→ CRF). ``forward`` returns emission logits ``(B, T, K)``."""
 
@@ -175,18 +172,7 @@ class Tagger(nn.Module):
             c.word_dropout,
             c.embed_init,
         )
-        self.rnn = make_recurrent(
-            c.cell,
-            self.embedder.out_size,
-            c.hidden_size,
-            c.num_layers,
-            c.bidirectional,
-            c.dropout,
-            c.nonlinearity,
-            c.init,
-            c.forget_bias,
-            c.layer_norm,
-        )
+        self.rnn = recurrent_for(c, self.embedder.out_size)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), len(self.tags))
         self.crf = None
@@ -196,18 +182,8 @@ class Tagger(nn.Module):
             )
             self.crf = LinearChainCRF(len(self.tags), start, allowed)
 
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
     def forward(
-        self,
-        inputs: Tensor,
-        state=None,
-        targets: Tensor | None = None,
-        *,
-        lengths: Tensor | None = None,
-        chars: Tensor | None = None,
+        self, inputs: Tensor, state=None, targets: Tensor | None = None, *, lengths=None, chars=None
     ) -> Output:
         """``inputs (B, T)`` word ids, ``lengths (B,)``, ``chars (B, T, C)`` →
         ``Output(emissions (B, T, K), loss per token, state)``."""
@@ -291,6 +267,13 @@ class Tagger(nn.Module):
             results.append(r)
         return results
 
+    #: the requests :meth:`infer` answers
+    answers = (TagRequest, EvaluateRequest)
+
+    def answer(self, request: TagRequest) -> TagResult:
+        """The tags of each sentence of a :class:`~rnnkit.inference.TagRequest`."""
+        return TagResult(self.tag(request.texts))
+
     @staticmethod
     def format_tagged(result: dict[str, Any]) -> str:
         """``word/TAG word/TAG …``."""
@@ -357,14 +340,7 @@ class Tagger(nn.Module):
                 f"entities: precision {result['precision']:.4f}, recall {result['recall']:.4f}, "
                 f"F1 {result['f1']:.4f}"
             )
-            lines.append(
-                f"{'type':>16}  {'precision':>9}  {'recall':>7}  {'f1':>6}  {'support':>7}"
-            )
-            for t, s in result["per_type"].items():
-                lines.append(
-                    f"{t:>16}  {s['precision']:>9.4f}  {s['recall']:>7.4f}  {s['f1']:>6.4f}  "
-                    f"{s['support']:>7}"
-                )
+            lines += scores_table("type", result["per_type"])
         if result.get("confusion_png"):
             lines.append(f"confusion matrix: {result['confusion_png']}")
         return "\n".join(lines)
@@ -479,10 +455,7 @@ class _TagTask:
         )
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        from rnnkit.config import from_dict
-
-        model_cfg = from_dict(TaggerConfig, saved["model"])
-        data_cfg = from_dict(TaggerData, saved["data"])
+        model_cfg, data_cfg = saved_configs(saved, TaggerConfig, TaggerData)
         if vocab is None:
             raise DataError("the run has no vocab.json")
         model = Tagger(model_cfg, data_cfg, vocab).to(device)

@@ -497,9 +497,10 @@ def _prepare_into(
         "valid_sources": [s.to_dict() for s in valid_sources or ()],
         "options": options,
     }
-    from rnnkit.checkpoint import _rnnkit_version, atomic_write_json
+    from rnnkit.fileio import atomic_write_json
+    from rnnkit.version import __version__
 
-    meta["rnnkit_version"] = _rnnkit_version()
+    meta["rnnkit_version"] = __version__
     atomic_write_json(tmp / META, meta)
     return meta
 

@@ -291,7 +291,7 @@ class BPETokenizer:
         return json.loads(self.tokenizer.to_str())
 
     def save(self, path: PathLike) -> None:
-        from rnnkit.checkpoint import atomic_write_text  # late: checkpoint pulls in torch
+        from rnnkit.fileio import atomic_write_text
 
         atomic_write_text(path, self.tokenizer.to_str(pretty=True) + "\n")
 

@@ -1,0 +1,593 @@
+"""The text models: :class:`TextModel` (generate, score, complete) and its two cores."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.data.vocab import Vocab
+from rnnkit.decoding import concat_states
+from rnnkit.errors import DataError
+from rnnkit.inference import (
+    CompleteRequest,
+    CompleteResult,
+    EvaluateRequest,
+    EvaluateResult,
+    GenerateRequest,
+    GenerateResult,
+    ScoreRequest,
+    ScoreResult,
+)
+from rnnkit.regularizers import norm_stabilizer
+from rnnkit.state import map_state
+from rnnkit.tasks.base import Output, TaskModel
+from rnnkit.tasks.common.recurrent import recurrent_for
+from rnnkit.tasks.language_model.config import tokenize_text
+from rnnkit.tasks.language_model.sampling import _is_boundary, sample_next
+from rnnkit.tasks.language_model.softmax import AdaptiveSoftmax, complete_subwords
+
+if TYPE_CHECKING:
+    from rnnkit.tasks.language_model.config import LanguageModelConfig
+
+log = logging.getLogger(__name__)
+
+
+class TextModel(TaskModel):
+    """Inference over text shared by every language model (recurrent or windowed).
+
+    Subclasses define ``forward(inputs (B, T), state, targets) -> Output`` whose ``state``
+    summarises everything read so far, and ``decoder`` (for the device).
+    """
+
+    config: LanguageModelConfig
+    vocab: Vocab
+
+    # -- text helpers -------------------------------------------------------------------------
+    def tokens(self, text: str) -> list[str]:
+        return tokenize_text(text, self.vocab.level)
+
+    def encode(self, text: str, unknown: str | None = None) -> list[int]:
+        """Text → ids. Characters outside a char vocabulary are an error (or ``unknown="drop"``);
+        out-of-vocabulary words map to ``<unk>`` with a warning that names them; byte-level BPE
+        encodes any text."""
+        if self.vocab.level == "bpe":
+            return self.vocab.encode(text)
+        toks = self.tokens(text)
+        if unknown is None:
+            unknown = "error" if self.vocab.level == "char" else "unk"
+        if unknown == "unk" and self.vocab.level == "word":
+            oov = sorted({t for t in toks if t not in self.vocab})
+            if oov:
+                log.warning("words not in the vocabulary, read as <unk>: %s", ", ".join(oov[:20]))
+        try:
+            return self.vocab.encode(toks, unknown=unknown)
+        except DataError as e:
+            raise DataError(f"{e.message}; pass --drop-unknown to leave them out") from None
+
+    def default_context(self) -> str:
+        """What generation and scoring condition on when given no prompt: a line start."""
+        if self.vocab.level in ("word", "bpe") or "\n" in self.vocab:
+            return "\n"
+        return self.vocab.itos[len(self.vocab.specials)]
+
+    def _render(self, ids: list[int]) -> str:
+        """Ids → text; at word level ``<eos>`` becomes a line break; BPE decodes its bytes."""
+        if self.vocab.level == "bpe":
+            return self.vocab.decode(ids)
+        if self.vocab.level == "char":
+            return "".join(self.vocab.itos[i] for i in ids)
+        text = ""
+        for i in ids:
+            word = "\n" if i == self.vocab.eos_id else self.vocab.itos[i]
+            text += word if (not text or text.endswith("\n") or word == "\n") else " " + word
+        return text
+
+    @torch.no_grad()
+    def _advance(self, ids: list[int], state=None, chunk: int = 512):
+        """Feed ``ids`` (one sequence) through the model; returns (last logits (V,), state)."""
+        logits = None
+        for s in range(0, len(ids), chunk):
+            x = torch.tensor([ids[s : s + chunk]], device=self.device)
+            out = self(x, state)
+            logits, state = out.logits[0, -1], out.state
+        return logits, state
+
+    # -- stepping: the batched pieces generation is made of ---------------------------------
+    #: which dimension of every state tensor is the batch (the layers' (L, B, H) by default)
+    state_batch_dim: int = 1
+
+    @torch.no_grad()
+    def prime(self, prompts: Sequence[Sequence[int]]) -> tuple[Any, Tensor]:
+        """Read a batch of token-id prompts (any lengths, each ≥ 1 id): returns the batched
+        ``state`` after each prompt and the logits of the next token, ``(B, V)``."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("prime() needs at least one prompt, each of at least one token id")
+        runs = [self._advance(list(p)) for p in prompts]
+        state = concat_states([st for _, st in runs], self.state_batch_dim)
+        return state, torch.stack([lg for lg, _ in runs])
+
+    @torch.no_grad()
+    def step(self, ids: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed one token per row, ``ids (B,)``: returns the next logits ``(B, V)`` and state."""
+        out = self(ids.view(-1, 1).to(self.device), state)
+        return out.logits[:, -1], out.state
+
+    def select_state(self, state: Any, rows: Sequence[int] | Tensor) -> Any:
+        """The rows ``rows`` of a batched ``state`` (to drop finished streams or reorder)."""
+        rows = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
+        return map_state(lambda t: t.index_select(self.state_batch_dim, rows), state)
+
+    def banned_ids(self) -> list[int]:
+        """Ids never sampled: the specials, except ``<eos>`` for word models (a line end)."""
+        return [
+            i
+            for i in range(len(self.vocab.specials))
+            if i != self.vocab.eos_id or self.vocab.level != "word"
+        ]
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+        unknown: str | None = None,
+    ) -> str:
+        """Sample ``length`` tokens after ``prompt``; returns the new text (prompt excluded).
+
+        x_{t+1} ~ softmax(logits / T) restricted to the top-k tokens and/or the smallest set whose
+        probability reaches p; temperature 0 is greedy (argmax). ``on_text`` receives each
+        token's text as it is sampled (streaming).
+        """
+        return self.sample_text(prompt, length, temperature, top_k, top_p, seed, on_text, unknown)[
+            0
+        ]
+
+    @torch.no_grad()
+    def sample_text(
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+        unknown: str | None = None,
+        stop: Sequence[str] = (),
+    ) -> tuple[str, int, str]:
+        """:meth:`generate` that also stops at the first of the ``stop`` strings (cut off, not
+        included): returns ``(text, tokens drawn, finish_reason "length" | "stop")``."""
+        self.eval()
+        context = prompt if prompt else self.default_context()
+        ids = self.encode(context, unknown)
+        if not ids:
+            raise DataError("the prompt has no characters left after dropping unknown ones")
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed if seed is not None else torch.seed())
+        state, logits = self.prime([ids])
+        logits = logits[0]
+        new_ids: list[int] = []
+        banned = self.banned_ids()
+        stop = [s for s in stop if s]
+        shown = 0
+        for _ in range(length):
+            logits = logits.clone()
+            logits[banned] = -math.inf
+            nxt = sample_next(logits, temperature, top_k, top_p, gen)
+            new_ids.append(nxt)
+            if on_text is not None:
+                text = self._render(new_ids)
+                if not text.endswith("\ufffd"):  # a BPE byte may end mid-character: wait
+                    on_text(text[shown:])
+                    shown = len(text)
+            if stop:
+                text = self._render(new_ids)
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                if cut >= 0:
+                    return text[:cut], len(new_ids), "stop"
+            step_logits, state = self.step(torch.tensor([nxt]), state)
+            logits = step_logits[0]
+        return self._render(new_ids), len(new_ids), "length"
+
+    #: the requests :meth:`infer` answers
+    answers = (GenerateRequest, ScoreRequest, CompleteRequest, EvaluateRequest)
+
+    def answer(self, request, on_text: Callable[[str], None] | None = None):
+        """Generate, score, complete or evaluate (:mod:`rnnkit.inference`); for a
+        :class:`GenerateRequest`, ``on_text`` receives each sampled token's text (streaming)."""
+        if isinstance(request, GenerateRequest):
+            r = request
+            text, tokens, reason = self.sample_text(
+                r.prompt,
+                r.max_tokens,
+                r.temperature,
+                r.top_k,
+                r.top_p,
+                r.seed,
+                on_text,
+                unknown=r.unknown,
+                stop=r.stop,
+            )
+            return GenerateResult(
+                r.prompt, text, r.temperature, r.top_k, r.top_p, r.seed, tokens, reason
+            )
+        if isinstance(request, ScoreRequest):
+            scores = [self.score(t, request.context, request.unknown) for t in request.texts]
+            order = sorted(range(len(scores)), key=lambda i: -scores[i]["log_prob"])
+            for rank, i in enumerate(order, 1):
+                scores[i]["rank"] = rank
+            return ScoreResult(scores)
+        if isinstance(request, CompleteRequest):
+            if self.vocab.level == "word":
+                found = self.next_words(request.text, request.k, request.unknown)
+            else:
+                found = self.complete(request.text, request.k, unknown=request.unknown)
+            return CompleteResult(request.text, found)
+        return self._evaluate(request)
+
+    def _evaluate(self, request: EvaluateRequest) -> EvaluateResult:
+        """Loss, bits and perplexity on ``request.data`` read in order with the state carried,
+        or on the validation split of the run's corpus (``data_config``, set by the task)."""
+        if request.data is not None:
+            from rnnkit.data.readers import read_text
+
+            text, where = read_text(request.data, request.encoding), request.data
+        elif getattr(self, "data_config", None) is not None:
+            from rnnkit.tasks.language_model.task import read_corpus
+
+            from rnnkit.tasks.prepared_lm import open_prepared
+
+            prepared = open_prepared(self.data_config, progress=False)
+            if prepared is not None:  # the memory-mapped validation ids of a prepared folder
+                m = self.evaluate_ids(prepared.valid)
+                keys = ("tokens", "loss", "bits", "perplexity")
+                where = f"validation split of {prepared.path}"
+                return EvaluateResult({"data": where} | {k: m[k] for k in keys})
+            _, text, where = read_corpus(self.data_config)
+            where = f"validation split of {where}"
+        else:
+            raise ValueError("this model has no corpus of its own: give the data to evaluate")
+        m = self.evaluate_text(text)
+        keys = ("tokens", "loss", "bits", "perplexity")
+        return EvaluateResult({"data": str(where)} | {k: m[k] for k in keys})
+
+    @torch.no_grad()
+    def log_probs(
+        self, text: str, context: str | None = None, unknown: str | None = None
+    ) -> Tensor:
+        """log p(x_t | context, x_<t) for every token of ``text`` (context not scored)."""
+        self.eval()
+        context = self.default_context() if context is None else context
+        ctx, ids = self.encode(context, unknown), self.encode(text, unknown)
+        if not ids:
+            raise DataError("nothing to score: the text is empty")
+        full = ctx + ids
+        if not ctx:  # no context: the first token has nothing to be predicted from
+            full, ids = ids, ids[1:]
+        x = torch.tensor([full[:-1]], device=self.device)
+        targets = torch.tensor([full[1:]], device=self.device)
+        per_token = self.target_log_probs(x, targets)[0][0]  # (len-1,)
+        return per_token[len(per_token) - len(ids) :]
+
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, state=None):
+        """``(log p(targets | inputs), state)``: per-token log-probabilities ``(B, T)``."""
+        out = self(inputs, state)
+        lp = torch.log_softmax(out.logits.float(), -1)  # (B, T, V)
+        return lp.gather(2, targets.unsqueeze(2)).squeeze(2), out.state
+
+    def score(
+        self, text: str, context: str | None = None, unknown: str | None = None
+    ) -> dict[str, Any]:
+        """Total log-probability of ``text`` and its per-token rates.
+
+        log p(text) = Σ_t log p(x_t | x_<t); nats/token = −log p / n; bits = nats / ln 2;
+        perplexity = exp(nats/token). The first token is conditioned on ``context`` (a line start
+        by default).
+        """
+        lp = self.log_probs(text, context, unknown)
+        total = float(lp.sum())
+        n = lp.numel()
+        nats = -total / n
+        return {
+            "text": text,
+            "log_prob": total,
+            "tokens": n,
+            "nats_per_token": nats,
+            "bits_per_token": nats / math.log(2),
+            "perplexity": math.exp(nats),
+        }
+
+    @torch.no_grad()
+    def complete(
+        self,
+        text: str,
+        k: int = 5,
+        beam_size: int | None = None,
+        max_chars: int = 24,
+        unknown: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The ``k`` most likely ways to finish the word being typed at the end of ``text``.
+
+        Beam search over characters until each candidate emits a word boundary (space,
+        punctuation, line end). A completion's probability is p(continuation + boundary | text):
+        the probability that the word is exactly this one, summed over every boundary character
+        that may follow. Returns dicts with ``word`` (the whole word), ``continuation`` (what to
+        type), ``boundary`` (the likeliest character after it), ``probability`` and ``log_prob``.
+        """
+        if self.vocab.level == "bpe":
+            return complete_subwords(self, text, k, beam_size or max(2 * k, 8), max_chars, unknown)
+        if self.vocab.level != "char":
+            raise ValueError("complete() on a word-level model: use next_words()")
+        self.eval()
+        beam_size = beam_size or max(2 * k, 8)
+        prefix = ""
+        for ch in reversed(text):
+            if _is_boundary(ch):
+                break
+            prefix = ch + prefix
+        # condition exactly as score() does, so p(word) = exp(score(text + word) − score(text))
+        logits, state = self._advance(self.encode(self.default_context() + text, unknown))
+        specials = len(self.vocab.specials)
+        itos = self.vocab.itos
+        boundary_ids = torch.tensor(
+            [i for i in range(specials, len(itos)) if _is_boundary(itos[i])], device=self.device
+        )
+        beams = [(0.0, "", logits, state)]  # (log prob, continuation, next logits, state)
+        finished: list[tuple[float, str, str]] = []
+        for _ in range(max_chars):
+            candidates = []
+            for lp, cont, lg, st in beams:
+                logp = torch.log_softmax(lg.float(), -1)
+                logp[:specials] = -math.inf
+                if (prefix + cont) and boundary_ids.numel():
+                    # the word ends here: any boundary character may follow, so sum them all
+                    ends = logp[boundary_ids]
+                    finished.append(
+                        (
+                            lp + float(torch.logsumexp(ends, 0)),
+                            cont,
+                            itos[int(boundary_ids[int(ends.argmax())])],
+                        )
+                    )
+                logp[boundary_ids] = -math.inf
+                top = torch.topk(logp, min(beam_size, logp.numel() - specials))
+                for value, idx in zip(top.values.tolist(), top.indices.tolist()):
+                    if value > -math.inf:
+                        candidates.append((lp + value, cont + itos[idx], idx, st))
+            if not candidates:
+                break
+            best = heapq.nlargest(beam_size, candidates, key=lambda c: c[0])
+            if len(finished) >= k and best[0][0] < sorted(f[0] for f in finished)[-k]:
+                break  # no open beam can beat the k-th finished word any more
+            beams = []
+            for lp, cont, idx, st in best:
+                lg, st2 = self._advance([idx], st)
+                beams.append((lp, cont, lg, st2))
+        top_k = heapq.nlargest(k, finished, key=lambda f: f[0])
+        return [
+            {
+                "word": prefix + cont,
+                "continuation": cont,
+                "boundary": boundary,
+                "probability": math.exp(lp),
+                "log_prob": lp,
+            }
+            for lp, cont, boundary in top_k
+        ]
+
+    @torch.no_grad()
+    def next_words(self, text: str, k: int = 5, unknown: str | None = None) -> list[dict[str, Any]]:
+        """The ``k`` most likely next words after ``text`` (word-level models): a phone
+        keyboard's suggestion bar. Probabilities come straight from the model's softmax over the
+        whole vocabulary, so they sum to at most 1; special symbols are never suggested."""
+        if self.vocab.level != "word":
+            raise ValueError("next_words() needs a word-level model; use complete() for characters")
+        self.eval()
+        logits, _ = self._advance(self.encode(self.default_context() + text, unknown))
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[: len(self.vocab.specials)] = -math.inf
+        top = torch.topk(logp, min(k, logp.numel() - len(self.vocab.specials)))
+        return [
+            {"word": self.vocab.itos[i], "probability": math.exp(v), "log_prob": v}
+            for v, i in zip(top.values.tolist(), top.indices.tolist())
+        ]
+
+    @torch.no_grad()
+    def evaluate_ids(self, ids: list[int] | Tensor, chunk: int = 1024) -> dict[str, float]:
+        """Mean cross-entropy over ``ids`` read in order as one stream, state carried throughout.
+
+        Every token after the first is predicted from everything before it.
+        """
+        self.eval()
+        if not isinstance(ids, np.ndarray):  # a memory map stays one: chunks are converted
+            ids = torch.as_tensor(ids, dtype=torch.long)
+        total, n, state = 0.0, 0, None
+        for s in range(0, ids.shape[0] - 1, chunk):
+            piece = ids[s : s + 1 + chunk]
+            if isinstance(piece, np.ndarray):
+                piece = torch.from_numpy(piece.astype(np.int64))
+            x = piece[:-1].unsqueeze(0).to(self.device)
+            y = piece[1:].unsqueeze(0).to(self.device)
+            lp, state = self.target_log_probs(x, y, state)
+            total -= float(lp.double().sum())
+            n += y.numel()
+        loss = total / max(n, 1)
+        return {"loss": loss, "bits": loss / math.log(2), "perplexity": math.exp(loss), "tokens": n}
+
+    def evaluate_text(self, text: str) -> dict[str, float]:
+        """:meth:`evaluate_ids` on a text (unknown symbols read as ``<unk>``)."""
+        if self.vocab.level == "bpe":
+            ids = self.vocab.encode(text)
+        else:
+            ids = self.vocab.encode(self.tokens(text), unknown="unk")
+        if len(ids) < 2:
+            raise DataError("need at least two tokens to evaluate")
+        return self.evaluate_ids(ids)
+
+
+class LanguageModel(TextModel):
+    """Embedding → rnnkit recurrent layer → dropout → decoder; ``forward`` returns logits."""
+
+    def __init__(self, config: LanguageModelConfig, vocab: Vocab):
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        c = config
+        V = len(vocab)
+        if c.tie_weights and c.embed_size != c.hidden_size:
+            raise ValueError(
+                f"tie_weights shares one matrix between embedding and decoder, so embed_size "
+                f"({c.embed_size}) must equal hidden_size ({c.hidden_size})"
+            )
+        self.embedding = nn.Embedding(V, c.embed_size)
+        self.rnn = recurrent_for(c, c.embed_size)
+        self.drop = nn.Dropout(c.dropout)
+        self.adaptive: AdaptiveSoftmax | None = None
+        if c.softmax == "adaptive":
+            if c.tie_weights:
+                raise ValueError("tie_weights needs the full softmax's decoder matrix")
+            self.decoder = None
+            self.adaptive = AdaptiveSoftmax(c.hidden_size, V, c.cutoffs)
+        else:
+            self.decoder = nn.Linear(c.hidden_size, V)
+        if c.tie_weights:
+            self.decoder.weight = self.embedding.weight  # Press & Wolf 2017
+        if c.init_range:
+            for p in self.parameters():
+                nn.init.uniform_(p, -c.init_range, c.init_range)
+
+    # -- core ---------------------------------------------------------------------------------
+    def forward(self, inputs: Tensor, state=None, targets: Tensor | None = None) -> Output:
+        """``inputs (B, T)`` ids → ``Output(logits (B, T, V), loss, state)``.
+
+        The loss is the cross-entropy of ``targets (B, T)`` averaged over every token
+        (``time_reduction="mean"``) or summed over time and averaged over the batch ("sum").
+        """
+        if inputs.dim() != 2:
+            raise ValueError(
+                f"expected token ids of shape (batch, seq_len); got {tuple(inputs.shape)}"
+            )
+        emb = self.embedding(inputs)  # (B, T, E)
+        emb = self._embedding_dropout(emb)
+        y, new_state = self.rnn(emb, state)  # (B, T, H)
+        penalty = None
+        if self.training and self.config.norm_stabilizer and targets is not None:
+            h0 = None if state is None else (state[0] if isinstance(state, tuple) else state)[-1]
+            penalty = norm_stabilizer(y, self.config.norm_stabilizer, initial=h0)
+        state = new_state
+        y = self._output_dropout(y)
+        if self.adaptive is not None:  # the loss never forms the (B, T, V) logits
+            if targets is None:  # log-probabilities: their softmax is p
+                return Output(self.adaptive.log_prob(y), None, state)
+            logits, loss = None, self.adaptive.loss(y, targets)
+        else:
+            logits = self.decoder(y)  # (B, T, V)
+            loss = None
+            if targets is not None:
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        if loss is not None:
+            if self.config.time_reduction == "sum":
+                loss = loss * inputs.shape[1]
+            if penalty is not None:
+                loss = loss + penalty
+        return Output(logits, loss, state)
+
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, state=None):
+        if self.adaptive is None:
+            return super().target_log_probs(inputs, targets, state)
+        y, state = self.rnn(self.embedding(inputs), state)  # (B, T, H)
+        return self.adaptive.target_log_prob(y, targets), state
+
+    def _embedding_dropout(self, emb: Tensor) -> Tensor:
+        c = self.config
+        if not (self.training and (c.dropout or c.embed_dropout)):
+            return emb
+        if c.embed_dropout:  # one decision per (sequence, position): drop the whole word vector
+            keep = torch.empty(emb.shape[:2] + (1,), device=emb.device, dtype=emb.dtype)
+            emb = emb * keep.bernoulli_(1 - c.embed_dropout) / (1 - c.embed_dropout)
+        return self._feature_dropout(emb)
+
+    def _output_dropout(self, y: Tensor) -> Tensor:
+        if not (self.training and self.config.dropout):
+            return y
+        return self._feature_dropout(y)
+
+    def _feature_dropout(self, x: Tensor) -> Tensor:
+        """Standard dropout (a new mask every step) or variational (one mask per sequence)."""
+        p = self.config.dropout
+        if not p:
+            return x
+        if self.config.dropout_mode == "variational":
+            mask = torch.empty_like(x[:, :1]).bernoulli_(1 - p) / (1 - p)  # (B, 1, F)
+            return x * mask
+        return F.dropout(x, p, True)
+
+
+class WindowLanguageModel(TextModel):
+    """The fixed-window baseline (Bengio et al. 2003): a feed-forward net over the previous N tokens.
+
+    h_t = tanh(W [e(x_{t−N+1}); …; e(x_t)] + b), p(x_{t+1}) = softmax(U h_t + c). Positions
+    before the start read ``<pad>``. Its ``state`` is simply the last N−1 token ids (B, N−1), so
+    the same trainer and inference code serve it; unlike an RNN it can never see further back.
+    """
+
+    state_batch_dim = 0
+
+    def __init__(self, config: LanguageModelConfig, vocab: Vocab):
+        super().__init__()
+        if config.window < 1:
+            raise ValueError(f"window must be at least 1; got {config.window}")
+        self.config = config
+        self.vocab = vocab
+        c = config
+        self.embedding = nn.Embedding(len(vocab), c.embed_size)
+        self.hidden = nn.Linear(c.window * c.embed_size, c.hidden_size)
+        self.drop = nn.Dropout(c.dropout)
+        self.decoder = nn.Linear(c.hidden_size, len(vocab))
+        if c.tie_weights:
+            if c.embed_size != c.hidden_size:
+                raise ValueError(
+                    f"tie_weights needs embed_size ({c.embed_size}) == hidden_size ({c.hidden_size})"
+                )
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, inputs: Tensor, state=None, targets: Tensor | None = None) -> Output:
+        N = self.config.window
+        B = inputs.shape[0]
+        if state is None:
+            pad = self.vocab.pad_id if self.vocab.pad_id is not None else 0
+            state = inputs.new_full((B, N - 1), pad)
+        seq = torch.cat([state, inputs], 1)  # (B, N−1+T)
+        windows = seq.unfold(1, N, 1)  # (B, T, N): the N tokens ending at each position
+        emb = self.embedding(windows).flatten(2)  # (B, T, N·E)
+        h = self.drop(torch.tanh(self.hidden(self.drop(emb))))  # (B, T, H)
+        logits = self.decoder(h)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            if self.config.time_reduction == "sum":
+                loss = loss * inputs.shape[1]
+        return Output(logits, loss, seq[:, seq.shape[1] - (N - 1) :])
+
+
+def build_language_model(config: LanguageModelConfig, vocab: Vocab) -> TextModel:
+    """The model ``config.model`` names: recurrent (default) or the fixed-window baseline."""
+    return (
+        WindowLanguageModel(config, vocab)
+        if config.model == "window"
+        else LanguageModel(config, vocab)
+    )
