@@ -298,3 +298,36 @@ def test_raw_file_over_the_threshold_is_prepared_into_the_cache(
     assert code == 0, err
     (cached,) = (tmp_path / "cache" / "prepared").iterdir()
     assert (cached / "meta.json").is_file()
+
+
+def test_word_level_adaptive_run_answers_every_inference_verb(tmp_path, corpus, capsys):
+    folder = tmp_path / "words"
+    code, _, err = cli(
+        capsys, "-q", "prepare", "lm", corpus, "--out", folder, "--level", "word", "--no-progress"
+    )
+    assert code == 0, err
+    run = tmp_path / "run"
+    steps = ["--max-steps", "4", "--eval-every", "2", "--threads", "1", "--minutes", "none"]
+    code, _, err = cli(
+        capsys, "-q", "train", "lm", "--data", folder, "--out", run, *TINY, *steps,
+        "--softmax", "adaptive", "--cutoffs", "5,10",
+    )  # fmt: skip
+    assert code == 0, err
+    from rnnkit.api import load
+    from rnnkit.inference import EvaluateRequest
+
+    model = load(run)
+    assert model.adaptive is not None and model.decoder is None
+    code, out, _ = cli(capsys, "complete", run, "Speak,", "--json")
+    found = json.loads(out)["completions"]
+    assert code == 0 and found and sum(c["probability"] for c in found) <= 1 + 1e-6
+    code, out, _ = cli(capsys, "score", run, "Speak, speak.", "--json")
+    assert code == 0 and json.loads(out)["log_prob"] < 0
+    code, out, _ = cli(capsys, "generate", run, "--length", "5", "--seed", "1", "--json")
+    assert code == 0 and json.loads(out)["text"]
+    from rnnkit.data.prepared import PreparedCorpus
+
+    evaluated = model.infer(EvaluateRequest()).extra
+    direct = model.evaluate_ids(PreparedCorpus(folder).valid)  # the memory map, in chunks
+    assert evaluated["data"] == f"validation split of {folder}"
+    assert math.isclose(evaluated["loss"], direct["loss"], rel_tol=1e-9)

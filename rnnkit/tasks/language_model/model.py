@@ -248,7 +248,6 @@ class TextModel(TaskModel):
             text, where = read_text(request.data, request.encoding), request.data
         elif getattr(self, "data_config", None) is not None:
             from rnnkit.tasks.language_model.task import read_corpus
-
             from rnnkit.tasks.prepared_lm import open_prepared
 
             prepared = open_prepared(self.data_config, progress=False)
