@@ -278,7 +278,7 @@ def test_adaptive_cutoffs_and_tied_weights():
 def test_raw_file_over_the_threshold_is_prepared_into_the_cache(
     tmp_path, corpus, capsys, monkeypatch
 ):
-    import rnnkit.tasks.prepared_lm as plm
+    import rnnkit.tasks.language_model.prepared as plm
 
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(plm, "RAW_THRESHOLD_BYTES", 1000)

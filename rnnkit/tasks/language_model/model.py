@@ -247,8 +247,8 @@ class TextModel(TaskModel):
 
             text, where = read_text(request.data, request.encoding), request.data
         elif getattr(self, "data_config", None) is not None:
+            from rnnkit.tasks.language_model.prepared import open_prepared
             from rnnkit.tasks.language_model.task import read_corpus
-            from rnnkit.tasks.prepared_lm import open_prepared
 
             prepared = open_prepared(self.data_config, progress=False)
             if prepared is not None:  # the memory-mapped validation ids of a prepared folder

@@ -192,13 +192,13 @@ class _LanguageModelTask:
 
     @staticmethod
     def _prepared(data_cfg, train_cfg=None):
-        from rnnkit.tasks.prepared_lm import open_prepared
+        from rnnkit.tasks.language_model.prepared import open_prepared
 
         return open_prepared(data_cfg, progress=getattr(train_cfg, "progress", True))
 
     @staticmethod
     def _prepared_training(model, prepared, data_cfg, train_cfg):
-        from rnnkit.tasks.prepared_lm import PreparedLanguageModelTraining
+        from rnnkit.tasks.language_model.prepared import PreparedLanguageModelTraining
 
         return PreparedLanguageModelTraining(
             model, prepared.train, prepared.valid, train_cfg.batch_size, data_cfg.bptt
