@@ -171,7 +171,7 @@ def export_model(
         )
         _check_parity(spec, path)
         graphs[spec.name] = path.name
-    from rnnkit import __version__
+    from rnnkit.version import __version__
 
     config = {
         "format": "rnnkit-onnx",
