@@ -7,7 +7,7 @@ import os
 import torch
 
 from rnnkit.checkpoint import RunDir
-from rnnkit.data.vocab import Vocab
+from rnnkit.data.prepared import load_vocabulary
 from rnnkit.errors import CheckpointError
 from rnnkit.tasks import get_task
 
@@ -25,7 +25,7 @@ def load(run_dir: str | os.PathLike, tag: str = "best", device: str | torch.devi
     config = run.load_config()
     if "task" not in config:
         raise CheckpointError("config.json has no 'task' entry", path=run.config_path)
-    vocab = Vocab.load(run.vocab_path) if run.vocab_path.exists() else None
+    vocab = load_vocabulary(run.vocab_path) if run.vocab_path.exists() else None
     model, _ = get_task(config["task"]).restore(config, vocab, torch.device(device))
     if tag == "best" and not run.model_path("best").exists():
         tag = "last"

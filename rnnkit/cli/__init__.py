@@ -1,7 +1,7 @@
 """The ``rnnkit`` command: a thin argparse front over the library.
 
 Verbs: ``train <task>``, ``generate``, ``score``, ``complete``, ``evaluate``, ``forecast``,
-``classify``, ``tag``, ``caption``, ``translate``, ``diagnose``, ``bench``, ``runs``, ``plot``.
+``classify``, ``tag``, ``caption``, ``translate``, ``diagnose``, ``bench``, ``runs``, ``plot``, ``export``.
 Settings resolve as defaults → ``--config FILE`` (TOML) → flags; the resolved config is printed
 and saved in the run.
 Every inference verb takes ``--json`` and then prints one JSON object per input.
@@ -32,7 +32,7 @@ from rnnkit.cli.common import UsageError
 __all__ = ["VERB_MODULES", "UsageError", "build_parser", "main"]
 
 #: the modules of ``rnnkit.cli`` whose ``register(verbs)`` adds verbs, in ``--help`` order
-VERB_MODULES = ("train", "lm", "tasks", "diagnose", "runs")
+VERB_MODULES = ("train", "prepare", "lm", "tasks", "diagnose", "runs", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

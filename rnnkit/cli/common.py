@@ -48,15 +48,23 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_run(args: argparse.Namespace):
-    """The model of ``args.run`` (weights ``args.tag``) on ``args.device``, ready for inference."""
+    """The model of ``args.run`` (weights ``args.tag``) on ``args.device``, ready for inference;
+    for a folder written by ``rnnkit export``, its onnxruntime runner (same inference methods)."""
     from rnnkit.api import load
+    from rnnkit.export import is_export_dir, load_exported
 
+    if is_export_dir(args.run):
+        return load_exported(args.run)
     return load(args.run, tag=args.tag, device=args.device)
 
 
 def load_run_as(args: argparse.Namespace, model_type: type, kind: str):
     """:func:`load_run`, or a usage error when the run is not a ``kind`` run (``model_type``)."""
     model = load_run(args)
+    from rnnkit.export.runner import Exported
+
+    if isinstance(model, Exported) and model.task == kind:
+        return model  # an exported folder of this task: its runner
     if not isinstance(model, model_type):
         raise UsageError(f"{args.run} is not a {kind} run")
     return model

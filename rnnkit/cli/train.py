@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from rnnkit.checkpoint import RunDir, default_run_dir
     from rnnkit.config import from_dict, resolve, to_dict
-    from rnnkit.data.vocab import Vocab
+    from rnnkit.data.prepared import load_vocabulary
     from rnnkit.distributed import init_from_env
     from rnnkit.tasks import get_task
     from rnnkit.train import TrainConfig, fit, seed_everything, select_device
@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume keeps the run's model and data; cannot change {'; '.join(changed)}"
             )
         group, device = init_from_env(select_device(train_cfg.device))
-        vocab = Vocab.load(run.vocab_path) if run.vocab_path.exists() else None
+        vocab = load_vocabulary(run.vocab_path) if run.vocab_path.exists() else None
         model, training = task.restore(saved, vocab, device, train_cfg, with_data=True)
         saved["train"] = to_dict(train_cfg)
         if group.is_main:

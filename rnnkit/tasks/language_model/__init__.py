@@ -27,9 +27,12 @@ from rnnkit.tasks.language_model.model import (
     build_language_model,
 )
 from rnnkit.tasks.language_model.sampling import sample_next
+from rnnkit.tasks.language_model.softmax import AdaptiveSoftmax, adaptive_cutoffs
 from rnnkit.tasks.language_model.task import TASK, LanguageModelTraining, read_corpus
 
 __all__ = [
+    "adaptive_cutoffs",
+    "AdaptiveSoftmax",
     "build_language_model",
     "LanguageModel",
     "LanguageModelConfig",

@@ -59,6 +59,17 @@ class LanguageModelConfig(CellOptions):
         default="mean",
         metadata=_opt("loss over time steps: mean, or sum (Zaremba et al.)", ("mean", "sum")),
     )
+    softmax: str = field(
+        default="full",
+        metadata=_opt(
+            "output layer: full softmax, or adaptive (Grave et al. 2017; word and BPE models)",
+            ("full", "adaptive"),
+        ),
+    )
+    cutoffs: str = field(
+        default="2000,10000",
+        metadata=_opt("adaptive softmax: ids where the head ends and each tail cluster ends"),
+    )
 
 
 @dataclass
@@ -66,7 +77,12 @@ class LanguageModelData:
     """Where the text comes from and how it is cut into training windows."""
 
     data: str | None = field(
-        default=None, metadata=_opt("training text file (default: bundled Tiny Shakespeare)")
+        default=None,
+        metadata=_opt(
+            "training text file, or a folder made by `rnnkit prepare lm` (default: bundled "
+            "Tiny Shakespeare); a text file over 64 MB, or any at --level bpe, is prepared into "
+            "a cache folder first"
+        ),
     )
     data_dir: str | None = field(
         default=None,
@@ -80,12 +96,16 @@ class LanguageModelData:
         default=0.1, metadata=_opt("share of data held out when no --valid file")
     )
     encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
-    level: str = field(default="char", metadata=_opt("char or word tokens", ("char", "word")))
+    level: str = field(
+        default="char",
+        metadata=_opt("char, word or bpe (byte-level subwords) tokens", ("char", "word", "bpe")),
+    )
     bptt: int = field(default=64, metadata=_opt("truncated-BPTT window (time steps per update)"))
     max_vocab: int | None = field(
         default=None, metadata=_opt("word level: keep the most frequent N words")
     )
     min_freq: int = field(default=1, metadata=_opt("word level: drop words rarer than this"))
+    vocab_size: int = field(default=8000, metadata=_opt("bpe level: vocabulary to train"))
 
 
 def tokenize_text(text: str, level: str) -> list[str]:

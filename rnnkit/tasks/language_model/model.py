@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.common.recurrent import recurrent_for
 from rnnkit.tasks.language_model.config import tokenize_text
 from rnnkit.tasks.language_model.sampling import _is_boundary, sample_next
+from rnnkit.tasks.language_model.softmax import AdaptiveSoftmax, complete_subwords
 
 if TYPE_CHECKING:
     from rnnkit.tasks.language_model.config import LanguageModelConfig
@@ -54,7 +56,10 @@ class TextModel(TaskModel):
 
     def encode(self, text: str, unknown: str | None = None) -> list[int]:
         """Text → ids. Characters outside a char vocabulary are an error (or ``unknown="drop"``);
-        out-of-vocabulary words map to ``<unk>`` with a warning that names them."""
+        out-of-vocabulary words map to ``<unk>`` with a warning that names them; byte-level BPE
+        encodes any text."""
+        if self.vocab.level == "bpe":
+            return self.vocab.encode(text)
         toks = self.tokens(text)
         if unknown is None:
             unknown = "error" if self.vocab.level == "char" else "unk"
@@ -69,12 +74,14 @@ class TextModel(TaskModel):
 
     def default_context(self) -> str:
         """What generation and scoring condition on when given no prompt: a line start."""
-        if self.vocab.level == "word" or "\n" in self.vocab:
+        if self.vocab.level in ("word", "bpe") or "\n" in self.vocab:
             return "\n"
         return self.vocab.itos[len(self.vocab.specials)]
 
     def _render(self, ids: list[int]) -> str:
-        """Ids → text; at word level ``<eos>`` becomes a line break."""
+        """Ids → text; at word level ``<eos>`` becomes a line break; BPE decodes its bytes."""
+        if self.vocab.level == "bpe":
+            return self.vocab.decode(ids)
         if self.vocab.level == "char":
             return "".join(self.vocab.itos[i] for i in ids)
         text = ""
@@ -123,7 +130,7 @@ class TextModel(TaskModel):
         return [
             i
             for i in range(len(self.vocab.specials))
-            if i != self.vocab.eos_id or self.vocab.level == "char"
+            if i != self.vocab.eos_id or self.vocab.level != "word"
         ]
 
     # -- inference ----------------------------------------------------------------------------
@@ -176,14 +183,17 @@ class TextModel(TaskModel):
         new_ids: list[int] = []
         banned = self.banned_ids()
         stop = [s for s in stop if s]
+        shown = 0
         for _ in range(length):
             logits = logits.clone()
             logits[banned] = -math.inf
             nxt = sample_next(logits, temperature, top_k, top_p, gen)
-            if on_text is not None:
-                before = self._render(new_ids)
-                on_text(self._render(new_ids + [nxt])[len(before) :])
             new_ids.append(nxt)
+            if on_text is not None:
+                text = self._render(new_ids)
+                if not text.endswith("\ufffd"):  # a BPE byte may end mid-character: wait
+                    on_text(text[shown:])
+                    shown = len(text)
             if stop:
                 text = self._render(new_ids)
                 cut = min((text.find(s) for s in stop if s in text), default=-1)
@@ -237,8 +247,15 @@ class TextModel(TaskModel):
 
             text, where = read_text(request.data, request.encoding), request.data
         elif getattr(self, "data_config", None) is not None:
+            from rnnkit.tasks.language_model.prepared import open_prepared
             from rnnkit.tasks.language_model.task import read_corpus
 
+            prepared = open_prepared(self.data_config, progress=False)
+            if prepared is not None:  # the memory-mapped validation ids of a prepared folder
+                m = self.evaluate_ids(prepared.valid)
+                keys = ("tokens", "loss", "bits", "perplexity")
+                where = f"validation split of {prepared.path}"
+                return EvaluateResult({"data": where} | {k: m[k] for k in keys})
             _, text, where = read_corpus(self.data_config)
             where = f"validation split of {where}"
         else:
@@ -261,11 +278,15 @@ class TextModel(TaskModel):
         if not ctx:  # no context: the first token has nothing to be predicted from
             full, ids = ids, ids[1:]
         x = torch.tensor([full[:-1]], device=self.device)
-        logits = self(x).logits[0]  # (len-1, V)
-        lp = torch.log_softmax(logits.float(), -1)
-        targets = torch.tensor(full[1:], device=self.device)
-        per_token = lp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        targets = torch.tensor([full[1:]], device=self.device)
+        per_token = self.target_log_probs(x, targets)[0][0]  # (len-1,)
         return per_token[len(per_token) - len(ids) :]
+
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, state=None):
+        """``(log p(targets | inputs), state)``: per-token log-probabilities ``(B, T)``."""
+        out = self(inputs, state)
+        lp = torch.log_softmax(out.logits.float(), -1)  # (B, T, V)
+        return lp.gather(2, targets.unsqueeze(2)).squeeze(2), out.state
 
     def score(
         self, text: str, context: str | None = None, unknown: str | None = None
@@ -306,6 +327,8 @@ class TextModel(TaskModel):
         that may follow. Returns dicts with ``word`` (the whole word), ``continuation`` (what to
         type), ``boundary`` (the likeliest character after it), ``probability`` and ``log_prob``.
         """
+        if self.vocab.level == "bpe":
+            return complete_subwords(self, text, k, beam_size or max(2 * k, 8), max_chars, unknown)
         if self.vocab.level != "char":
             raise ValueError("complete() on a word-level model: use next_words()")
         self.eval()
@@ -389,22 +412,27 @@ class TextModel(TaskModel):
         Every token after the first is predicted from everything before it.
         """
         self.eval()
-        ids = torch.as_tensor(ids, dtype=torch.long)
+        if not isinstance(ids, np.ndarray):  # a memory map stays one: chunks are converted
+            ids = torch.as_tensor(ids, dtype=torch.long)
         total, n, state = 0.0, 0, None
-        for s in range(0, ids.numel() - 1, chunk):
-            x = ids[s : s + chunk].unsqueeze(0).to(self.device)
-            y = ids[s + 1 : s + 1 + chunk].unsqueeze(0).to(self.device)
-            x = x[:, : y.shape[1]]
-            out = self(x, state)
-            state = out.state
-            total += float(F.cross_entropy(out.logits[0].float(), y[0], reduction="sum"))
+        for s in range(0, ids.shape[0] - 1, chunk):
+            piece = ids[s : s + 1 + chunk]
+            if isinstance(piece, np.ndarray):
+                piece = torch.from_numpy(piece.astype(np.int64))
+            x = piece[:-1].unsqueeze(0).to(self.device)
+            y = piece[1:].unsqueeze(0).to(self.device)
+            lp, state = self.target_log_probs(x, y, state)
+            total -= float(lp.double().sum())
             n += y.numel()
         loss = total / max(n, 1)
         return {"loss": loss, "bits": loss / math.log(2), "perplexity": math.exp(loss), "tokens": n}
 
     def evaluate_text(self, text: str) -> dict[str, float]:
         """:meth:`evaluate_ids` on a text (unknown symbols read as ``<unk>``)."""
-        ids = self.vocab.encode(self.tokens(text), unknown="unk")
+        if self.vocab.level == "bpe":
+            ids = self.vocab.encode(text)
+        else:
+            ids = self.vocab.encode(self.tokens(text), unknown="unk")
         if len(ids) < 2:
             raise DataError("need at least two tokens to evaluate")
         return self.evaluate_ids(ids)
@@ -427,7 +455,14 @@ class LanguageModel(TextModel):
         self.embedding = nn.Embedding(V, c.embed_size)
         self.rnn = recurrent_for(c, c.embed_size)
         self.drop = nn.Dropout(c.dropout)
-        self.decoder = nn.Linear(c.hidden_size, V)
+        self.adaptive: AdaptiveSoftmax | None = None
+        if c.softmax == "adaptive":
+            if c.tie_weights:
+                raise ValueError("tie_weights needs the full softmax's decoder matrix")
+            self.decoder = None
+            self.adaptive = AdaptiveSoftmax(c.hidden_size, V, c.cutoffs)
+        else:
+            self.decoder = nn.Linear(c.hidden_size, V)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight  # Press & Wolf 2017
         if c.init_range:
@@ -454,15 +489,27 @@ class LanguageModel(TextModel):
             penalty = norm_stabilizer(y, self.config.norm_stabilizer, initial=h0)
         state = new_state
         y = self._output_dropout(y)
-        logits = self.decoder(y)  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        if self.adaptive is not None:  # the loss never forms the (B, T, V) logits
+            if targets is None:  # log-probabilities: their softmax is p
+                return Output(self.adaptive.log_prob(y), None, state)
+            logits, loss = None, self.adaptive.loss(y, targets)
+        else:
+            logits = self.decoder(y)  # (B, T, V)
+            loss = None
+            if targets is not None:
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        if loss is not None:
             if self.config.time_reduction == "sum":
                 loss = loss * inputs.shape[1]
             if penalty is not None:
                 loss = loss + penalty
         return Output(logits, loss, state)
+
+    def target_log_probs(self, inputs: Tensor, targets: Tensor, state=None):
+        if self.adaptive is None:
+            return super().target_log_probs(inputs, targets, state)
+        y, state = self.rnn(self.embedding(inputs), state)  # (B, T, H)
+        return self.adaptive.target_log_prob(y, targets), state
 
     def _embedding_dropout(self, emb: Tensor) -> Tensor:
         c = self.config

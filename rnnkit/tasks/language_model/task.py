@@ -167,6 +167,16 @@ class _LanguageModelTask:
     def build(self, configs: dict[str, Any], train_cfg, device):
         model_cfg: LanguageModelConfig = configs["model"]
         data_cfg: LanguageModelData = configs["data"]
+        prepared = self._prepared(data_cfg, train_cfg)
+        if prepared is not None:  # a prepared folder (or a large file's cache): memory maps
+            from rnnkit.data.prepared import load_vocabulary
+
+            data_cfg.level = prepared.level  # the folder decides; saved so the run says so
+            vocab = load_vocabulary(prepared.path / prepared.meta["tokenizer"])
+            log.info("data: %r; vocabulary of %d %s tokens", prepared, len(vocab), prepared.level)
+            model = build_language_model(model_cfg, vocab).to(device)
+            model.data_config = data_cfg
+            return model, self._prepared_training(model, prepared, data_cfg, train_cfg)
         train_text, valid_text, where = read_corpus(data_cfg)
         if data_cfg.level == "word":
             words = tokenize_text(train_text, "word")
@@ -179,6 +189,20 @@ class _LanguageModelTask:
         model = build_language_model(model_cfg, vocab).to(device)
         training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
         return model, training
+
+    @staticmethod
+    def _prepared(data_cfg, train_cfg=None):
+        from rnnkit.tasks.language_model.prepared import open_prepared
+
+        return open_prepared(data_cfg, progress=getattr(train_cfg, "progress", True))
+
+    @staticmethod
+    def _prepared_training(model, prepared, data_cfg, train_cfg):
+        from rnnkit.tasks.language_model.prepared import PreparedLanguageModelTraining
+
+        return PreparedLanguageModelTraining(
+            model, prepared.train, prepared.valid, train_cfg.batch_size, data_cfg.bptt
+        )
 
     def _training(self, model, vocab, train_text, valid_text, data_cfg, train_cfg):
         train_ids = torch.tensor(vocab.encode(model.tokens(train_text), unknown="unk"))
@@ -197,6 +221,9 @@ class _LanguageModelTask:
         training = None
         if with_data:
             data_cfg = from_dict(LanguageModelData, saved["data"])
+            prepared = self._prepared(data_cfg, train_cfg)
+            if prepared is not None:
+                return model, self._prepared_training(model, prepared, data_cfg, train_cfg)
             train_text, valid_text, _ = read_corpus(data_cfg)
             training = self._training(model, vocab, train_text, valid_text, data_cfg, train_cfg)
         return model, training
