@@ -317,13 +317,15 @@ class EvaluateResult(Message):
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class ClassifyRequest(Message):
-    """Classify texts (or rows of numbers for numeric classifiers).
+    """Classify texts (or rows of numbers for numeric classifiers); with ``saliency`` each text's
+    prediction also carries the weight of every token (how much it drove the predicted label).
 
     >>> ClassifyRequest.from_json({"texts": ["a fine film"]}).texts
     ['a fine film']
     """
 
     texts: list[str | list[float]]
+    saliency: bool = False
 
 
 @dataclass

@@ -164,7 +164,7 @@ def test_batched_stepping_equals_separate_generate_calls(temperature):
         logits, state = model.step(torch.tensor(nxt), state)
     for b, p in enumerate(prompts):
         expected = model.generate(p, length, temperature=temperature, seed=seeds[b])
-        assert model._render(drawn[b]) == expected
+        assert model.decode(drawn[b]) == expected
 
 
 def test_select_state_and_concat_states_invert_each_other():

@@ -222,10 +222,10 @@ def test_bpe_run_is_cached_and_generate_score_complete_evaluate_decode_exactly(
     model = load(run)
     assert model.vocab.level == "bpe" and len(model.vocab) == 300
     text = "Grüße  naïve\r\n\n🎉 café"
-    assert model._render(model.encode(text)) == text
+    assert model.decode(model.encode(text)) == text
     code, out, _ = cli(capsys, "generate", run, "--length", "30", "--seed", "3", "--json")
     sample = json.loads(out)["text"]
-    assert code == 0 and model._render(model.encode(sample)) == sample
+    assert code == 0 and model.decode(model.encode(sample)) == sample
     code, out, _ = cli(capsys, "score", run, "Speak, speak.", "--json")
     scored = json.loads(out)
     lp = model.log_probs("Speak, speak.")

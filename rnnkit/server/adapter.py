@@ -1,5 +1,6 @@
-"""The one module of the server that touches a language model, through its public stepping API
-(``prime``, ``step``, ``select_state``, ``banned_ids``) and ``decoding.concat_states``."""
+"""The one module of the server that steps a language model, through its public stepping API
+(``encode``, ``prime``, ``step``, ``select_state``, ``banned_ids``, ``decode``) and
+``decoding.concat_states``."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from rnnkit.tasks.language_model.sampling import sample_next
 
 
 @torch.no_grad()
-def prime(model, prompt: str):
+def prime(model, prompt: str, unknown: str = "error"):
     """Feed ``prompt`` (or the model's default context); returns (last logits (V,), state)."""
-    ids = model.encode(prompt if prompt else model.default_context())
+    ids = model.encode(prompt if prompt else model.default_context(), unknown)
     if not ids:
         raise DataError("the prompt has no characters left after dropping unknown ones")
     state, logits = model.prime([ids])
@@ -41,11 +42,13 @@ def step(model, ids: list[int], states: list) -> tuple[Tensor, list]:
 
 
 def choose(model, logits: Tensor, temperature, top_k, top_p, generator) -> int:
-    """Sample one id from a stream's logits (V,) with the specials masked."""
+    """Sample one id from a stream's logits (V,) with the specials masked, exactly as the
+    model's own ``generate`` draws it."""
     logits = logits.clone()
     logits[model.banned_ids()] = -math.inf
     return sample_next(logits, temperature, top_k, top_p, generator)
 
 
 def render(model, ids: list[int]) -> str:
-    return model._render(ids)
+    """Token ids → the text generation shows."""
+    return model.decode(ids)

@@ -217,8 +217,32 @@ class Classifier(TaskModel):
     answers = (ClassifyRequest, EvaluateRequest)
 
     def answer(self, request: ClassifyRequest) -> ClassifyResult:
-        """The class of each input of a :class:`~rnnkit.inference.ClassifyRequest`."""
-        return ClassifyResult(self.predict(request.texts))
+        """The class of each input of a :class:`~rnnkit.inference.ClassifyRequest` (with each
+        token's saliency when asked, for text classifiers)."""
+        predictions = self.predict(request.texts)
+        if request.saliency and not self.numeric:
+            for p, text in zip(predictions, request.texts):
+                p["saliency"] = self.saliency(text, where="input: ")
+        return ClassifyResult(predictions)
+
+    @torch.no_grad()
+    def saliency(self, text: str, where: str = "") -> list[dict[str, Any]]:
+        """Occlusion saliency of each token of ``text`` for the predicted class ŷ:
+        w_i = p(ŷ | x) − p(ŷ | x without token i). Positive weights pushed the text towards ŷ,
+        negative ones away from it. A one-token text is compared with the uniform 1/K."""
+        whole = self.encode(text, where=where)
+        tokens = self.tokenize(text)
+        dropped = []
+        for i in range(whole.length if whole.length > 1 else 0):
+            chars = None if whole.chars is None else np.delete(whole.chars, i, axis=0)
+            ids = whole.ids[:i] + whole.ids[i + 1 :]
+            dropped.append(Example(whole.length - 1, 0, ids, chars))
+        probs = self.probabilities([whole, *dropped])
+        k = int(probs[0].argmax())
+        base = float(probs[0, k])
+        if not dropped:
+            return [{"token": tokens[0], "weight": base - 1.0 / len(self.labels)}]
+        return [{"token": tok, "weight": base - float(p[k])} for tok, p in zip(tokens, probs[1:])]
 
     @torch.no_grad()
     def evaluate_examples(self, examples: Sequence[Example], batch_size: int = 256) -> dict:

@@ -78,7 +78,7 @@ class TextModel(TaskModel):
             return "\n"
         return self.vocab.itos[len(self.vocab.specials)]
 
-    def _render(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int]) -> str:
         """Ids → text; at word level ``<eos>`` becomes a line break; BPE decodes its bytes."""
         if self.vocab.level == "bpe":
             return self.vocab.decode(ids)
@@ -190,18 +190,18 @@ class TextModel(TaskModel):
             nxt = sample_next(logits, temperature, top_k, top_p, gen)
             new_ids.append(nxt)
             if on_text is not None:
-                text = self._render(new_ids)
+                text = self.decode(new_ids)
                 if not text.endswith("\ufffd"):  # a BPE byte may end mid-character: wait
                     on_text(text[shown:])
                     shown = len(text)
             if stop:
-                text = self._render(new_ids)
+                text = self.decode(new_ids)
                 cut = min((text.find(s) for s in stop if s in text), default=-1)
                 if cut >= 0:
                     return text[:cut], len(new_ids), "stop"
             step_logits, state = self.step(torch.tensor([nxt]), state)
             logits = step_logits[0]
-        return self._render(new_ids), len(new_ids), "length"
+        return self.decode(new_ids), len(new_ids), "length"
 
     #: the requests :meth:`infer` answers
     answers = (GenerateRequest, ScoreRequest, CompleteRequest, EvaluateRequest)
@@ -318,6 +318,7 @@ class TextModel(TaskModel):
         beam_size: int | None = None,
         max_chars: int = 24,
         unknown: str | None = None,
+        context: tuple[Tensor, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` most likely ways to finish the word being typed at the end of ``text``.
 
@@ -326,9 +327,13 @@ class TextModel(TaskModel):
         the probability that the word is exactly this one, summed over every boundary character
         that may follow. Returns dicts with ``word`` (the whole word), ``continuation`` (what to
         type), ``boundary`` (the likeliest character after it), ``probability`` and ``log_prob``.
+        ``context`` is ``(next logits, state)`` after reading ``default_context() + text``, when
+        the caller already holds it (a keyboard session), so the text is not read again.
         """
         if self.vocab.level == "bpe":
-            return complete_subwords(self, text, k, beam_size or max(2 * k, 8), max_chars, unknown)
+            return complete_subwords(
+                self, text, k, beam_size or max(2 * k, 8), max_chars, unknown, context
+            )
         if self.vocab.level != "char":
             raise ValueError("complete() on a word-level model: use next_words()")
         self.eval()
@@ -339,7 +344,9 @@ class TextModel(TaskModel):
                 break
             prefix = ch + prefix
         # condition exactly as score() does, so p(word) = exp(score(text + word) − score(text))
-        logits, state = self._advance(self.encode(self.default_context() + text, unknown))
+        logits, state = context or self._advance(
+            self.encode(self.default_context() + text, unknown)
+        )
         specials = len(self.vocab.specials)
         itos = self.vocab.itos
         boundary_ids = torch.tensor(
@@ -389,20 +396,40 @@ class TextModel(TaskModel):
         ]
 
     @torch.no_grad()
-    def next_words(self, text: str, k: int = 5, unknown: str | None = None) -> list[dict[str, Any]]:
+    def next_words(
+        self,
+        text: str,
+        k: int = 5,
+        unknown: str | None = None,
+        logits: Tensor | None = None,
+        prefix: str = "",
+    ) -> list[dict[str, Any]]:
         """The ``k`` most likely next words after ``text`` (word-level models): a phone
         keyboard's suggestion bar. Probabilities come straight from the model's softmax over the
-        whole vocabulary, so they sum to at most 1; special symbols are never suggested."""
+        whole vocabulary, so they sum to at most 1; special symbols are never suggested.
+        ``logits`` are the next-word logits after ``default_context() + text`` when the caller
+        holds them (a session); ``prefix`` keeps only the words that start with it (the word
+        being typed), each with the ``continuation`` still to type."""
         if self.vocab.level != "word":
             raise ValueError("next_words() needs a word-level model; use complete() for characters")
         self.eval()
-        logits, _ = self._advance(self.encode(self.default_context() + text, unknown))
+        if logits is None:
+            logits, _ = self._advance(self.encode(self.default_context() + text, unknown))
         logp = torch.log_softmax(logits.float(), -1)
         logp[: len(self.vocab.specials)] = -math.inf
+        if prefix:
+            keep = torch.tensor([w.startswith(prefix) for w in self.vocab.itos], device=logp.device)
+            logp = logp.masked_fill(~keep, -math.inf)
         top = torch.topk(logp, min(k, logp.numel() - len(self.vocab.specials)))
         return [
-            {"word": self.vocab.itos[i], "probability": math.exp(v), "log_prob": v}
+            {
+                "word": self.vocab.itos[i],
+                "continuation": self.vocab.itos[i][len(prefix) :],
+                "probability": math.exp(v),
+                "log_prob": v,
+            }
             for v, i in zip(top.values.tolist(), top.indices.tolist())
+            if v > -math.inf
         ]
 
     @torch.no_grad()

@@ -83,18 +83,19 @@ class AdaptiveSoftmax(nn.Module):
 
 @torch.no_grad()
 def complete_subwords(
-    model: TextModel, text: str, k: int, beam_size: int, max_chars: int, unknown
+    model: TextModel, text: str, k: int, beam_size: int, max_chars: int, unknown, context=None
 ) -> list[dict[str, Any]]:
     """``complete()`` for BPE models: beam search over subword tokens until the decoded
     continuation reaches a word boundary. A completion's probability is that of the token path
-    spelling the word up to (and through the token holding) its boundary."""
+    spelling the word up to (and through the token holding) its boundary. ``context``: as for
+    ``complete()``, the (logits, state) after the text when the caller holds them."""
     model.eval()
     prefix = ""
     for ch in reversed(text):
         if _is_boundary(ch):
             break
         prefix = ch + prefix
-    logits, state = model._advance(model.encode(model.default_context() + text, unknown))
+    logits, state = context or model._advance(model.encode(model.default_context() + text, unknown))
     specials = len(model.vocab.specials)
     beams = [(0.0, [], logits, state)]
     finished: dict[str, tuple[float, str]] = {}
