@@ -142,7 +142,11 @@ class Scheduler:
             batch = [s for s in self.live if not s.cancelled and s.finish_reason is None]
             now = time.monotonic()
             for s in batch:
-                self._sample(s, now)
+                try:
+                    self._sample(s, now)
+                except Exception as e:  # one stream's failure ends that stream, not the loop
+                    s.error = f"{type(e).__name__}: {e}"
+                    s.finish("error")
             batch = [s for s in batch if s.finish_reason is None]
             if not batch:
                 continue

@@ -28,7 +28,10 @@ def sample_next(
         raise ValueError(f"temperature must be >= 0; got {temperature}")
     if temperature == 0:
         return int(torch.argmax(logits))
-    logits = logits.float() / temperature
+    scaled = logits.float() / temperature
+    if torch.isnan(scaled).any() or torch.isposinf(scaled).any():  # a tiny T overflowed
+        scaled = (logits.float() - logits.float().max()) / temperature
+    logits = scaled
     if top_k is not None and top_k > 0:
         kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, -math.inf)
