@@ -67,6 +67,13 @@ def _serve(run: str | None, port: int, batching: bool, threads: int) -> None:
     serve({"lm": model}, "127.0.0.1", port, settings, log_level="warning")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
@@ -149,11 +156,14 @@ def measure(args, batching: bool, rounds: int) -> list[dict]:
         asyncio.run(_round(port, min(4, args.streams), 5, args.round_timeout, 10_000))  # warm-up
         results = []
         for r in range(rounds):
+            cpu = _cpu_s(proc.pid)
             out = asyncio.run(_round(port, args.streams, args.tokens, args.round_timeout, r * 1000))
             out["rss_mb"] = _rss_mb(proc.pid)
+            out["server_cpu"] = (_cpu_s(proc.pid) - cpu) / out["seconds"]
             results.append(out)
             print(f"  {'batched' if batching else 'unbatched'} round {r + 1}: "
-                  f"{out['tokens'] / out['seconds']:,.0f} tokens/s, RSS {out['rss_mb']:.0f} MB",
+                  f"{out['tokens'] / out['seconds']:,.0f} tokens/s, RSS {out['rss_mb']:.0f} MB, "
+                  f"server CPU {100 * out['server_cpu']:.0f}%",
                   file=sys.stderr, flush=True)  # fmt: skip
         return results
     finally:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rnnkit.server import adapter
 from rnnkit.server.context import ApiError, ServerContext
-from rnnkit.server.scheduler import Scheduler, Stream
+from rnnkit.server.scheduler import Mailbox, Scheduler, Stream
 
 
 class CompletionBody(BaseModel):
@@ -98,7 +98,7 @@ def register(app: FastAPI, ctx: ServerContext) -> None:
             except ValueError as e:
                 raise ApiError(400, f"prompt: {e}", "prompt") from None
         streams: list[tuple[int, str, Stream]] = []
-        queue: asyncio.Queue = asyncio.Queue()  # every choice's pieces, as they are sampled
+        queue = Mailbox()  # every choice's pieces, as they are sampled
         for p_index, (prompt, (logits, state)) in enumerate(zip(prompts, primed)):
             for c in range(body.n):
                 gen = torch.Generator(device=model.device)
@@ -123,7 +123,7 @@ def register(app: FastAPI, ctx: ServerContext) -> None:
         try:
             remaining = len(streams)
             while remaining:
-                remaining -= (await queue.get())[1] is None
+                remaining -= sum(piece is None for _, piece in await queue.take())
         finally:
             for _, _, s in streams:
                 s.cancelled = True
@@ -150,6 +150,14 @@ async def _events(streams, chunk, echo: bool, model):
     def event(data: Any) -> str:
         return f"data: {json.dumps(data)}\n\n"
 
+    # a text chunk is the same JSON each time but for its index and text: write it from parts
+    head, tail = json.dumps(chunk(0, "", None)).split('"index": 0, "text": ""')
+    head = "data: " + head + '"index": '
+    tail = tail + "\n\n"
+
+    def text_event(index: int, text: str) -> str:
+        return f'{head}{index}, "text": {json.dumps(text)}{tail}'
+
     index_of = {id(s): index for index, _, s in streams}
     queue = streams[0][2].queue
     try:
@@ -157,9 +165,7 @@ async def _events(streams, chunk, echo: bool, model):
             yield "".join(event(chunk(index, prompt, None)) for index, prompt, _ in streams)
         remaining = len(streams)
         while remaining:
-            items = [await queue.get()]
-            while not queue.empty():
-                items.append(queue.get_nowait())
+            items = await queue.take()
             pending: dict[int, list[str]] = {}
             out = []
             for s, piece in items:
@@ -169,11 +175,11 @@ async def _events(streams, chunk, echo: bool, model):
                 remaining -= 1
                 text = "".join(pending.pop(id(s), []))
                 if text:
-                    out.append(event(chunk(index_of[id(s)], text, None)))
+                    out.append(text_event(index_of[id(s)], text))
                 out.append(event(chunk(index_of[id(s)], "", s.finish_reason,
                                        _choice_logprobs(s, model))))  # fmt: skip
             for sid, pieces in pending.items():
-                out.append(event(chunk(index_of[sid], "".join(pieces), None)))
+                out.append(text_event(index_of[sid], "".join(pieces)))
             yield "".join(out)
         yield "data: [DONE]\n\n"
     finally:

@@ -1,7 +1,7 @@
 """Batching across requests: live generations of one model advance together, one step at a time.
 
-Each decoding step gathers the live streams' states into one batch (waiting ``max_wait_s`` at most
-for newcomers), runs one recurrent step, scatters the states back and hands each stream its token.
+Each decoding step gathers the live streams' states into one batch (after an idle spell it waits
+``max_wait_s`` for the first wave to arrive; later newcomers join at the next step), runs one recurrent step, scatters the states back and hands each stream its token.
 Streams join and leave between steps; a cancelled stream (client gone) or one past its deadline
 leaves at the next step. With ``batching=False`` each stream is stepped alone (the baseline the
 benchmark compares with). The model runs in a worker thread, so the event loop keeps serving.
@@ -31,11 +31,37 @@ def _held_back(text: str, stop: list[str]) -> int:
     return held
 
 
+def _same(a: list, b: list) -> bool:
+    """Whether two lists hold the same streams in the same order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+class Mailbox:
+    """What a request's streams have produced and its reader has not taken yet: ``put`` from
+    the decoding loop, ``take`` (everything so far, waiting while empty) from the response. A
+    lighter :class:`asyncio.Queue` for the one-reader case (one event loop, no threads)."""
+
+    def __init__(self) -> None:
+        self._items: list = []
+        self._ready = asyncio.Event()
+
+    def put(self, item) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def take(self) -> list:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        items, self._items = self._items, []
+        return items
+
+
 @dataclass
 class Stream:
-    """One generation in flight: sampling options, the tokens so far, and the queue of its
+    """One generation in flight: sampling options, the tokens so far, and the mailbox of its
     response, which receives ``(stream, new text)`` items and ``(stream, None)`` at the end
-    (``finish_reason`` then says why). The choices of one request share one queue."""
+    (``finish_reason`` then says why). The choices of one request share one mailbox."""
 
     logits: torch.Tensor
     state: object
@@ -57,7 +83,7 @@ class Stream:
     error: str | None = None
     submitted: float = field(default_factory=time.monotonic)
     last_token: float | None = None
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    queue: Mailbox = field(default_factory=Mailbox)
 
 
 class Scheduler:
@@ -75,11 +101,14 @@ class Scheduler:
         self.model = model
         self.name = name
         self.metrics = metrics
+        self._tokens = metrics.tokens.labels(name) if metrics is not None else None
         self.batching = batching
         self.max_wait_s = max_wait_s
         self.live: list[Stream] = []
         self._members: list[Stream] = []  # the rows of _state, in order
         self._state = None
+        self._logits = None  # the last step's (B, V) logits, rows as _members
+        self._stepping = False  # True while streams are live (no joining wait between steps)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -98,8 +127,10 @@ class Scheduler:
         by_options: dict[tuple, list[Stream]] = {}
         for s in group:
             by_options.setdefault((s.temperature, s.top_k, s.top_p), []).append(s)
+        same_batch = len(by_options) == 1 and _same(group, self._members)
         for options, streams in by_options.items():
-            logits = torch.stack([s.logits for s in streams])
+            # the last step's logits are already this batch when nobody joined or left
+            logits = self._logits if same_batch else torch.stack([s.logits for s in streams])
             drawn = adapter.sample(model, logits, options, [s.generator for s in streams])
             logp = None
             if any(s.logprobs is not None for s in streams):
@@ -125,7 +156,7 @@ class Scheduler:
         model = self.model
         if not self.batching:
             return group, group[0].state
-        if [id(s) for s in group] == [id(s) for s in self._members]:
+        if _same(group, self._members):
             return group, self._state
         wanted = {id(s) for s in group}
         keep = [i for i, s in enumerate(self._members) if id(s) in wanted]
@@ -149,16 +180,15 @@ class Scheduler:
         for row, s in enumerate(order):
             s.logits = logits[row]
         if self.batching:
-            self._members, self._state = order, state
+            self._members, self._state, self._logits = order, state, logits
         else:
             order[0].state = state
 
     # -- in the event loop ------------------------------------------------------------------------
     def _emit(self, s: Stream, now: float) -> None:
         """Queue the stream's new text (holding back what may still become a stop string) and
-        its end; count the token in the metrics."""
+        its end; time the token in the metrics."""
         if self.metrics is not None:
-            self.metrics.tokens.labels(self.name).inc()
             if s.last_token is None:
                 self.metrics.queue_seconds.observe(now - s.submitted)
             else:
@@ -169,23 +199,26 @@ class Scheduler:
             ready -= _held_back(s.text, s.stop)
         if ready > s.shown:
             piece, s.shown = s.text[s.shown : ready], ready
-            s.queue.put_nowait((s, piece))
+            s.queue.put((s, piece))
         if s.finish_reason is not None:
-            s.queue.put_nowait((s, None))
+            s.queue.put((s, None))
 
     async def _run(self) -> None:
         while True:
             self.live = [s for s in self.live if not s.cancelled and s.finish_reason is None]
             if not self.live:
-                self._members, self._state = [], None
+                self._members, self._state, self._logits, self._stepping = [], None, None, False
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=5.0)
                 except TimeoutError:
                     return
                 continue
-            if self.max_wait_s > 0:
-                await asyncio.sleep(self.max_wait_s)  # let newcomers join this step
+            if self.max_wait_s > 0 and not self._stepping:
+                await asyncio.sleep(self.max_wait_s)  # after idle: let the first wave join
+            else:
+                await asyncio.sleep(0)  # streams that came during the last step join this one
+            self._stepping = True
             batch = [s for s in self.live if not s.cancelled and s.finish_reason is None]
             if self.metrics is not None:
                 for _ in range(1 if self.batching else len(batch)):
@@ -196,6 +229,8 @@ class Scheduler:
             for s in batch:
                 if s.ids or s.finish_reason is not None:
                     self._emit(s, done)
+            if self._tokens is not None:
+                self._tokens.inc(sum(1 for s in batch if s.ids and s.finish_reason != "error"))
 
     def _advance_all(self, batch: list[Stream], now: float) -> None:
         """One decoding step of every live stream: one batch, or (batching off) each stream
@@ -204,7 +239,7 @@ class Scheduler:
             try:
                 self._advance(group, now)
             except Exception as e:  # end the streams (their clients see "error"), never hang
-                self._members, self._state = [], None
+                self._members, self._state, self._logits = [], None, None
                 for s in group:
                     s.error = f"{type(e).__name__}: {e}"
                     s.finish_reason = "error"
