@@ -23,7 +23,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,15 +127,12 @@ class VocabTokenizer:
         return self.encode_array(text).tolist()
 
     def encode_array(self, text: str) -> np.ndarray:
-        """``encode`` as an int64 array; char level is vectorised over code points."""
+        """``encode`` as an integer array (int32 at char level, int64 otherwise); char level is
+        one table lookup per code point, vectorised."""
         unk = self.vocab.unk_id if self.vocab.unk_id is not None else 0
         if self.level == "char":
             cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-            lut = self._char_table()
-            inside = cps < len(lut)
-            ids = np.full(cps.shape, unk, dtype=np.int64)
-            ids[inside] = lut[cps[inside]]
-            return ids
+            return self._char_table()[cps]
         stoi = self.vocab.stoi
         lookup = dict(stoi)
         lookup["\n"] = stoi[EOS] if EOS in stoi else unk
@@ -147,8 +143,8 @@ class VocabTokenizer:
         if self._lut is None:
             unk = self.vocab.unk_id if self.vocab.unk_id is not None else 0
             singles = [(ord(t), i) for i, t in enumerate(self.vocab.itos) if len(t) == 1]
-            size = max((cp for cp, _ in singles), default=0) + 1
-            lut = np.full(size, unk, dtype=np.int64)
+            # every code point has an entry (4.4 MB), so encoding needs no range check
+            lut = np.full(0x110000, unk, dtype=np.int32)
             for cp, i in singles:
                 if i >= len(self.vocab.specials):
                     lut[cp] = i
@@ -199,7 +195,7 @@ class BPETokenizer:
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        self._cache: dict[str, list[int]] = {}
+        self._reset_cache()
         self._specials = tuple(
             t.content for _, t in sorted(tokenizer.get_added_tokens_decoder().items()) if t.special
         )
@@ -255,19 +251,46 @@ class BPETokenizer:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_array(self, text: str) -> np.ndarray:
-        """``encode`` for long text: piece by piece through a cache of each piece's ids."""
+        """``encode`` for long text: piece by piece through a cache of each piece's ids.
+
+        The cache numbers the distinct pieces and keeps their ids in one flat table (``start``
+        and ``length`` per piece number), so the text's ids are gathered in one vectorised step:
+        output position t of piece j reads ``flat[start_j + t − c_j]``, c_j being where piece j
+        begins in the output (a running sum of the lengths)."""
         pieces = _PIECES.findall(text)
-        cache = self._cache
-        missing = [p for p in set(pieces) if p not in cache]
+        if not pieces:
+            return np.zeros(0, dtype=np.int64)
+        number = self._cache
+        missing = [p for p in set(pieces) if p not in number]
         if missing:
-            if len(cache) + len(missing) > 2_000_000:  # bound the memory a huge corpus can take
-                cache.clear()
+            if len(number) + len(missing) > 2_000_000:  # bound the memory a huge corpus can take
+                self._reset_cache()
+                number = self._cache
                 missing = list(set(pieces))
             encoded = self.tokenizer.encode_batch_fast(missing, add_special_tokens=False)
             for p, e in zip(missing, encoded):
-                cache[p] = e.ids
-        flat = chain.from_iterable(map(cache.__getitem__, pieces))
-        return np.fromiter(flat, dtype=np.int64)
+                number[p] = len(self._starts)
+                self._starts.append(len(self._flat))
+                self._lengths.append(len(e.ids))
+                self._flat.extend(e.ids)
+            self._tables = None
+        if self._tables is None:
+            self._tables = (np.asarray(self._flat, dtype=np.int64),
+                            np.asarray(self._starts, dtype=np.int64),
+                            np.asarray(self._lengths, dtype=np.int64))  # fmt: skip
+        flat, starts, lengths = self._tables
+        which = np.fromiter(map(number.__getitem__, pieces), dtype=np.int64, count=len(pieces))
+        n = lengths[which]
+        begins = np.cumsum(n) - n  # c_j
+        positions = np.arange(int(n.sum())) + np.repeat(starts[which] - begins, n)
+        return flat[positions]
+
+    def _reset_cache(self) -> None:
+        self._cache: dict[str, int] = {}  # piece → its number in the tables
+        self._flat: list[int] = []
+        self._starts: list[int] = []
+        self._lengths: list[int] = []
+        self._tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def safe_cut(self, text: str) -> int:
         """The end of the last non-whitespace run that whitespace follows (a pre-token edge)."""
