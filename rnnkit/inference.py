@@ -424,6 +424,7 @@ class TranslateRequest(Message):
     checks: ClassVar = {
         "beam_size": (_positive, "an integer >= 1"),
         "max_len": (_positive, "an integer >= 1 or null"),
+        "length_penalty": (lambda v: 0 <= v <= 5, "a number in [0, 5] (GNMT's alpha)"),
     }
 
 

@@ -537,3 +537,43 @@ def test_settings_reject_unknown_names(model):
     with pytest.raises(TypeError, match="colour"):
         build_app({"tiny": model}, colour="red")
     assert ServerSettings().max_concurrent > 0
+
+
+def test_serve_verb_loads_runs_and_passes_the_settings(model, tmp_path, monkeypatch):
+    import rnnkit.server as server
+    from rnnkit.cli import build_parser, main
+
+    seen = {}
+
+    def fake_load(specs):
+        seen["specs"] = specs
+        return {"tiny": model}
+
+    def fake_serve(models, host, port, settings, log_level):
+        seen.update(models=models, host=host, port=port, settings=settings)
+
+    monkeypatch.setattr(server, "load_runs", fake_load)
+    monkeypatch.setattr(server, "serve", fake_serve)
+    argv = ["serve", "a=runs/x", "runs/y", "--port", "8123", "--max-concurrent", "4",
+            "--no-batching", "--session-ttl", "60"]  # fmt: skip
+    assert main(argv) == 0
+    assert seen["specs"] == ["a=runs/x", "runs/y"] and seen["host"] == "127.0.0.1"
+    s = seen["settings"]
+    assert seen["port"] == 8123 and s.max_concurrent == 4 and not s.batching
+    assert s.session_ttl_s == 60 and s.cors_origins == []
+    assert main(["serve", "runs/y", "--max-concurrent", "0"]) == 2
+    assert "serve" in build_parser().format_help()
+
+
+def test_load_runs_names_runs_by_folder_or_name(tmp_path, monkeypatch):
+    import rnnkit.api
+
+    monkeypatch.setattr(rnnkit.api, "load", lambda path: f"model of {path}")
+    from rnnkit.server import load_runs
+
+    assert load_runs(["runs/shakespeare/", "s=runs/sst2"]) == {
+        "shakespeare": "model of runs/shakespeare/",
+        "s": "model of runs/sst2",
+    }
+    with pytest.raises(ValueError, match="NAME=RUN"):
+        load_runs(["a/x", "b/x"])

@@ -32,7 +32,7 @@ from rnnkit.cli.common import UsageError
 __all__ = ["VERB_MODULES", "UsageError", "build_parser", "main"]
 
 #: the modules of ``rnnkit.cli`` whose ``register(verbs)`` adds verbs, in ``--help`` order
-VERB_MODULES = ("train", "prepare", "lm", "tasks", "diagnose", "runs", "export")
+VERB_MODULES = ("train", "prepare", "lm", "tasks", "diagnose", "runs", "export", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from rnnkit.decoding import concat_states
 from rnnkit.errors import DataError
-from rnnkit.tasks.language_model.sampling import sample_next
+from rnnkit.tasks.language_model.sampling import sample_rows
 
 
 @torch.no_grad()
@@ -24,29 +24,36 @@ def prime(model, prompt: str, unknown: str = "error"):
     return logits[0], state
 
 
-def gather(model, states: list) -> object:
-    """Per-stream states (batch 1 each) → one batched state."""
-    return concat_states(states, model.state_batch_dim)
+def join(model, parts: list) -> object:
+    """Batched states (a batch each) → one batched state, rows in the order given."""
+    return concat_states(parts, model.state_batch_dim)
 
 
-def scatter(model, state, count: int) -> list:
-    """A batched state → ``count`` per-stream states."""
-    return [model.select_state(state, [r]) for r in range(count)]
+def rows(model, state, keep: list[int]) -> object:
+    """The rows ``keep`` of a batched state."""
+    return model.select_state(state, keep)
 
 
 @torch.no_grad()
-def step(model, ids: list[int], states: list) -> tuple[Tensor, list]:
-    """One recurrent step for a batch of streams: logits (B, V) and the new per-stream states."""
-    logits, state = model.step(torch.tensor(ids), gather(model, states))
-    return logits, scatter(model, state, len(ids))
+def step(model, ids: list[int], state) -> tuple[Tensor, object]:
+    """One recurrent step for a batch of streams: next logits (B, V) and the batched state."""
+    return model.step(torch.tensor(ids), state)
 
 
-def choose(model, logits: Tensor, temperature, top_k, top_p, generator) -> int:
-    """Sample one id from a stream's logits (V,) with the specials masked, exactly as the
-    model's own ``generate`` draws it."""
+def sample(model, logits: Tensor, options: tuple, generators: list) -> list[int]:
+    """One id per row of ``logits (B, V)`` with the specials masked, drawn exactly as the
+    model's own ``generate`` draws it; ``options`` = (temperature, top_k, top_p)."""
     logits = logits.clone()
-    logits[model.banned_ids()] = -math.inf
-    return sample_next(logits, temperature, top_k, top_p, generator)
+    logits[:, model.banned_ids()] = -math.inf
+    return sample_rows(logits, *options, generators=generators)
+
+
+def extend(model, ids: list[int], text: str) -> str:
+    """The text of ``ids`` given ``text``, the text of ``ids[:-1]``: a character model appends
+    one character; word and BPE models decode again (spacing and bytes depend on neighbours)."""
+    if model.vocab.level == "char":
+        return text + model.vocab.itos[ids[-1]]
+    return model.decode(ids)
 
 
 def render(model, ids: list[int]) -> str:

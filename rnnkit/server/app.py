@@ -199,10 +199,11 @@ def load_runs(runs: list[str]) -> dict[str, Any]:
     return models
 
 
-def serve(runs: list[str], host: str = "127.0.0.1", port: int = 8000,
+def serve(runs: list[str] | dict[str, Any], host: str = "127.0.0.1", port: int = 8000,
           settings: ServerSettings | None = None, log_level: str = "info") -> None:  # fmt: skip
-    """Load each run once and serve them with uvicorn until interrupted."""
+    """Serve run folders (loaded once each, see :func:`load_runs`) or already loaded models
+    (name → model) with uvicorn until interrupted."""
     import uvicorn
 
-    app = build_app(load_runs(runs), settings)
+    app = build_app(runs if isinstance(runs, dict) else load_runs(runs), settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

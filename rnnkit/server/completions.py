@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,7 +69,7 @@ def register(app: FastAPI, ctx: ServerContext) -> None:
         return ctx.schedulers[name]
 
     @app.post("/v1/completions", tags=["language models"])
-    async def completions(body: CompletionBody, request: Request):
+    async def completions(body: CompletionBody):
         """Generate text after each prompt (OpenAI-compatible; ``stream`` for SSE)."""
         limits = ctx.settings
         name, model = ctx.pick(body.model, "generate")
@@ -98,12 +98,14 @@ def register(app: FastAPI, ctx: ServerContext) -> None:
             except ValueError as e:
                 raise ApiError(400, f"prompt: {e}", "prompt") from None
         streams: list[tuple[int, str, Stream]] = []
+        queue: asyncio.Queue = asyncio.Queue()  # every choice's pieces, as they are sampled
         for p_index, (prompt, (logits, state)) in enumerate(zip(prompts, primed)):
             for c in range(body.n):
                 gen = torch.Generator(device=model.device)
                 gen.manual_seed(body.seed + c if body.seed is not None else torch.seed())
                 stream = Stream(logits, state, body.max_tokens, body.temperature, body.top_k,
-                                body.top_p, gen, stop, body.logprobs, deadline)  # fmt: skip
+                                body.top_p, gen, stop, body.logprobs, deadline,
+                                queue=queue)  # fmt: skip
                 streams.append((p_index * body.n + c, prompt, scheduler.submit(stream)))
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -114,14 +116,14 @@ def register(app: FastAPI, ctx: ServerContext) -> None:
 
         if body.stream:
             return StreamingResponse(
-                _events(streams, chunk, body.echo, request, model),
+                _events(streams, chunk, body.echo, model),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            for _, _, s in streams:
-                while await s.queue.get() is not None:
-                    pass
+            remaining = len(streams)
+            while remaining:
+                remaining -= (await queue.get())[1] is None
         finally:
             for _, _, s in streams:
                 s.cancelled = True
@@ -138,34 +140,42 @@ def register(app: FastAPI, ctx: ServerContext) -> None:
                           "total_tokens": prompt_tokens + completion_tokens}}  # fmt: skip
 
 
-async def _events(streams, chunk, echo: bool, request: Request, model):
+async def _events(streams, chunk, echo: bool, model):
     """The SSE body: every choice's pieces as they are sampled (choices interleaved), each
-    choice's final chunk with its finish_reason, then ``[DONE]``. A client that goes away
-    cancels its streams, which leave the decoding loop at the next step."""
+    choice's final chunk with its finish_reason, then ``[DONE]``. Pieces that queued up while
+    the client was reading are sent together (one chunk per choice). A client that goes away
+    cancels this generator (Starlette watches the connection), and its streams leave the
+    decoding loop at the next step."""
 
     def event(data: Any) -> str:
         return f"data: {json.dumps(data)}\n\n"
 
+    index_of = {id(s): index for index, _, s in streams}
+    queue = streams[0][2].queue
     try:
         if echo:
-            for index, prompt, _ in streams:
-                yield event(chunk(index, prompt, None))
-        pending = {asyncio.ensure_future(s.queue.get()): (index, s) for index, _, s in streams}
-        while pending:
-            done, _ = await asyncio.wait(pending, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            if not done and await request.is_disconnected():
-                return
-            for fut in done:
-                index, s = pending.pop(fut)
-                piece = fut.result()
-                if piece is None:
-                    yield event(chunk(index, "", s.finish_reason, _choice_logprobs(s, model)))
+            yield "".join(event(chunk(index, prompt, None)) for index, prompt, _ in streams)
+        remaining = len(streams)
+        while remaining:
+            items = [await queue.get()]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            pending: dict[int, list[str]] = {}
+            out = []
+            for s, piece in items:
+                if piece is not None:
+                    pending.setdefault(id(s), []).append(piece)
                     continue
-                yield event(chunk(index, piece, None))
-                pending[asyncio.ensure_future(s.queue.get())] = (index, s)
+                remaining -= 1
+                text = "".join(pending.pop(id(s), []))
+                if text:
+                    out.append(event(chunk(index_of[id(s)], text, None)))
+                out.append(event(chunk(index_of[id(s)], "", s.finish_reason,
+                                       _choice_logprobs(s, model))))  # fmt: skip
+            for sid, pieces in pending.items():
+                out.append(event(chunk(index_of[sid], "".join(pieces), None)))
+            yield "".join(out)
         yield "data: [DONE]\n\n"
     finally:
-        for fut in pending if "pending" in locals() else ():
-            fut.cancel()
         for _, _, s in streams:
             s.cancelled = True

@@ -33,8 +33,9 @@ def _held_back(text: str, stop: list[str]) -> int:
 
 @dataclass
 class Stream:
-    """One generation in flight: sampling options, the tokens so far, and a queue of text pieces
-    for its response (``None`` ends it; ``finish_reason`` then says why)."""
+    """One generation in flight: sampling options, the tokens so far, and the queue of its
+    response, which receives ``(stream, new text)`` items and ``(stream, None)`` at the end
+    (``finish_reason`` then says why). The choices of one request share one queue."""
 
     logits: torch.Tensor
     state: object
@@ -58,13 +59,16 @@ class Stream:
     last_token: float | None = None
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
 
-    def finish(self, reason: str) -> None:
-        self.finish_reason = reason
-        self.queue.put_nowait(None)
-
 
 class Scheduler:
-    """The decoding loop of one model; :meth:`submit` adds a stream to the next step."""
+    """The decoding loop of one model; :meth:`submit` adds a stream to the next step.
+
+    With batching, the live streams' states stay stacked in one batched state between steps;
+    it is re-stacked only when streams join (their primed state is appended) or leave (their
+    rows are dropped), so a step costs one recurrent call, one batched sampling pass and a
+    multinomial draw per stream (each with its own generator: a seed gives the same text as
+    ``generate``).
+    """
 
     def __init__(self, model, name: str = "", metrics=None, batching: bool = True,
                  max_wait_s: float = 0.002):  # fmt: skip
@@ -74,6 +78,8 @@ class Scheduler:
         self.batching = batching
         self.max_wait_s = max_wait_s
         self.live: list[Stream] = []
+        self._members: list[Stream] = []  # the rows of _state, in order
+        self._state = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -84,53 +90,94 @@ class Scheduler:
             self._task = asyncio.get_running_loop().create_task(self._run())
         return stream
 
-    def _sample(self, stream: Stream, now: float) -> None:
-        """Draw the stream's next token from its current logits; finish it when due."""
+    # -- in the worker thread -------------------------------------------------------------------
+    def _sample(self, group: list[Stream], now: float) -> None:
+        """Draw every stream's next token (streams with equal options in one batched pass),
+        extend its text and mark it finished when due."""
         model = self.model
-        nxt = adapter.choose(
-            model, stream.logits, stream.temperature, stream.top_k, stream.top_p, stream.generator
-        )
-        if stream.logprobs is not None:
-            logp = torch.log_softmax(stream.logits.float(), -1)
-            stream.token_logprobs.append(float(logp[nxt]))
-            top = torch.topk(logp, min(max(stream.logprobs, 1), logp.numel()))
-            stream.top_logprobs.append(
-                {
-                    adapter.render(model, [i]): v
-                    for v, i in zip(top.values.tolist(), top.indices.tolist())
-                }
-            )
-        stream.ids.append(nxt)
-        stream.text = adapter.render(model, stream.ids)
+        by_options: dict[tuple, list[Stream]] = {}
+        for s in group:
+            by_options.setdefault((s.temperature, s.top_k, s.top_p), []).append(s)
+        for options, streams in by_options.items():
+            logits = torch.stack([s.logits for s in streams])
+            drawn = adapter.sample(model, logits, options, [s.generator for s in streams])
+            logp = None
+            if any(s.logprobs is not None for s in streams):
+                logp = torch.log_softmax(logits.float(), -1)
+            for row, (s, nxt) in enumerate(zip(streams, drawn)):
+                if s.logprobs is not None:
+                    s.token_logprobs.append(float(logp[row, nxt]))
+                    top = torch.topk(logp[row], min(max(s.logprobs, 1), logp.shape[-1]))
+                    s.top_logprobs.append({adapter.render(model, [i]): v for v, i in
+                                           zip(top.values.tolist(), top.indices.tolist())})  # fmt: skip
+                s.ids.append(nxt)
+                s.text = adapter.extend(model, s.ids, s.text)
+                cut = min((s.text.find(x) for x in s.stop if x and x in s.text), default=-1)
+                if cut >= 0:
+                    s.text, s.finish_reason = s.text[:cut], "stop"
+                elif len(s.ids) >= s.max_tokens:
+                    s.finish_reason = "length"
+                elif now > s.deadline:
+                    s.finish_reason = "timeout"
+
+    def _state_for(self, group: list[Stream]):
+        """The batched state of ``group``'s rows (kept members first, then newcomers)."""
+        model = self.model
+        if not self.batching:
+            return group, group[0].state
+        if [id(s) for s in group] == [id(s) for s in self._members]:
+            return group, self._state
+        wanted = {id(s) for s in group}
+        keep = [i for i, s in enumerate(self._members) if id(s) in wanted]
+        kept = [self._members[i] for i in keep]
+        joined = {id(s) for s in kept}
+        newcomers = [s for s in group if id(s) not in joined]
+        parts = [adapter.rows(model, self._state, keep)] if kept else []
+        parts += [s.state for s in newcomers]
+        for s in newcomers:
+            s.state = None  # its row lives in the batched state from now on
+        return kept + newcomers, adapter.join(model, parts)
+
+    def _advance(self, group: list[Stream], now: float) -> None:
+        """Sample ``group``'s next tokens, then step the streams still going (worker thread)."""
+        self._sample(group, now)
+        going = [s for s in group if s.finish_reason is None]
+        if not going:
+            return
+        order, state = self._state_for(going)
+        logits, state = adapter.step(self.model, [s.ids[-1] for s in order], state)
+        for row, s in enumerate(order):
+            s.logits = logits[row]
+        if self.batching:
+            self._members, self._state = order, state
+        else:
+            order[0].state = state
+
+    # -- in the event loop ------------------------------------------------------------------------
+    def _emit(self, s: Stream, now: float) -> None:
+        """Queue the stream's new text (holding back what may still become a stop string) and
+        its end; count the token in the metrics."""
         if self.metrics is not None:
             self.metrics.tokens.labels(self.name).inc()
-            if stream.last_token is None:
-                self.metrics.queue_seconds.observe(now - stream.submitted)
+            if s.last_token is None:
+                self.metrics.queue_seconds.observe(now - s.submitted)
             else:
-                self.metrics.token_seconds.observe(now - stream.last_token)
-        stream.last_token = now
-        cut = min((stream.text.find(s) for s in stream.stop if s and s in stream.text), default=-1)
-        if cut >= 0:
-            stream.text = stream.text[:cut]
-            stream.finish_reason = "stop"
-        elif len(stream.ids) >= stream.max_tokens:
-            stream.finish_reason = "length"
-        elif now > stream.deadline:
-            stream.finish_reason = "timeout"
-        # hold back what may still become a stop string, or a BPE byte that ends mid-character
-        ready = len(stream.text)
-        if stream.finish_reason is None:
-            ready -= _held_back(stream.text, stream.stop)
-        if ready > stream.shown:
-            piece, stream.shown = stream.text[stream.shown : ready], ready
-            stream.queue.put_nowait(piece)
-        if stream.finish_reason is not None:
-            stream.queue.put_nowait(None)
+                self.metrics.token_seconds.observe(now - s.last_token)
+        s.last_token = now
+        ready = len(s.text)
+        if s.finish_reason is None:
+            ready -= _held_back(s.text, s.stop)
+        if ready > s.shown:
+            piece, s.shown = s.text[s.shown : ready], ready
+            s.queue.put_nowait((s, piece))
+        if s.finish_reason is not None:
+            s.queue.put_nowait((s, None))
 
     async def _run(self) -> None:
         while True:
             self.live = [s for s in self.live if not s.cancelled and s.finish_reason is None]
             if not self.live:
+                self._members, self._state = [], None
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=5.0)
@@ -140,25 +187,24 @@ class Scheduler:
             if self.max_wait_s > 0:
                 await asyncio.sleep(self.max_wait_s)  # let newcomers join this step
             batch = [s for s in self.live if not s.cancelled and s.finish_reason is None]
+            if self.metrics is not None:
+                for _ in range(1 if self.batching else len(batch)):
+                    self.metrics.batch_size.observe(len(batch) if self.batching else 1)
             now = time.monotonic()
+            await asyncio.to_thread(self._advance_all, batch, now)
+            done = time.monotonic()
             for s in batch:
-                self._sample(s, now)
-            batch = [s for s in batch if s.finish_reason is None]
-            if not batch:
-                continue
-            groups = [batch] if self.batching else [[s] for s in batch]
-            for group in groups:
-                if self.metrics is not None:
-                    self.metrics.batch_size.observe(len(group))
-                try:
-                    logits, states = await asyncio.to_thread(
-                        adapter.step, self.model, [s.ids[-1] for s in group],
-                        [s.state for s in group],
-                    )  # fmt: skip
-                except Exception as e:  # end the streams (their clients see "error"), never hang
-                    for s in group:
-                        s.error = f"{type(e).__name__}: {e}"
-                        s.finish("error")
-                    continue
-                for row, s in enumerate(group):
-                    s.logits, s.state = logits[row], states[row]
+                if s.ids or s.finish_reason is not None:
+                    self._emit(s, done)
+
+    def _advance_all(self, batch: list[Stream], now: float) -> None:
+        """One decoding step of every live stream: one batch, or (batching off) each stream
+        alone, in turn. A failing group ends its streams with ``finish_reason`` "error"."""
+        for group in [batch] if self.batching else [[s] for s in batch]:
+            try:
+                self._advance(group, now)
+            except Exception as e:  # end the streams (their clients see "error"), never hang
+                self._members, self._state = [], None
+                for s in group:
+                    s.error = f"{type(e).__name__}: {e}"
+                    s.finish_reason = "error"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -12,6 +13,40 @@ def _is_boundary(ch: str) -> bool:
     return not (ch.isalnum() or ch in "'-_")
 
 
+def sample_rows(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generators: Sequence[torch.Generator | None] = (None,),
+) -> list[int]:
+    """Draw one token id per row of ``logits (B, V)``, row ``b`` with ``generators[b]``.
+
+    p ∝ exp(logits / T); top-k keeps the k largest; top-p (nucleus) keeps the smallest set of
+    tokens whose probability reaches p. ``temperature == 0`` returns the argmax. Every step is
+    row by row, so a row's draw does not depend on the other rows of the batch.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0; got {temperature}")
+    if temperature == 0:
+        return logits.argmax(-1).tolist()
+    scaled = logits.float() / temperature
+    overflow = (torch.isnan(scaled) | torch.isposinf(scaled)).any(-1)  # a tiny T overflowed
+    if overflow.any():
+        shifted = (logits.float() - logits.float().amax(-1, keepdim=True)) / temperature
+        scaled = torch.where(overflow.unsqueeze(-1), shifted, scaled)
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(scaled, min(top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -math.inf)
+    if top_p is not None and 0 < top_p < 1:
+        probs_sorted, order = torch.sort(torch.softmax(scaled, -1), dim=-1, descending=True)
+        cumulative = probs_sorted.cumsum(-1)
+        drop = cumulative - probs_sorted >= top_p  # tokens after the nucleus is complete
+        scaled = scaled.masked_fill(drop.scatter(-1, order, drop), -math.inf)
+    probs = torch.softmax(scaled, -1)
+    return [int(torch.multinomial(probs[b], 1, generator=g)) for b, g in enumerate(generators)]
+
+
 def sample_next(
     logits: Tensor,
     temperature: float = 1.0,
@@ -19,23 +54,5 @@ def sample_next(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> int:
-    """Draw one token id from ``logits (V,)``.
-
-    p ∝ exp(logits / T); top-k keeps the k largest; top-p (nucleus) keeps the smallest set of
-    tokens whose probability reaches p. ``temperature == 0`` returns the argmax.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
-    if temperature == 0:
-        return int(torch.argmax(logits))
-    logits = logits.float() / temperature
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p is not None and 0 < top_p < 1:
-        probs_sorted, order = torch.sort(torch.softmax(logits, -1), descending=True)
-        cumulative = probs_sorted.cumsum(0)
-        drop = cumulative - probs_sorted >= top_p  # tokens after the nucleus is complete
-        logits = logits.masked_fill(drop.scatter(0, order, drop), -math.inf)
-    probs = torch.softmax(logits, -1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    """Draw one token id from ``logits (V,)``: :func:`sample_rows` on a batch of one."""
+    return sample_rows(logits.unsqueeze(0), temperature, top_k, top_p, [generator])[0]
