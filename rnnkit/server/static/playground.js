@@ -208,24 +208,25 @@ function setupKeyboard(panel) {
     }
   }
 
-  async function newSession(text) {
+  async function newSession(text, generation) {
     const answer = await post("/v1/sessions", { model: modelOf(panel), text, k: 3 });
-    kb.sid = answer.id;
+    if (generation === kb.generation) kb.sid = answer.id; // not if the model changed meanwhile
     return answer;
   }
 
   /** One server call bringing the session from the text it had to `full`. */
   async function sync(full, appended, generation) {
+    if (generation !== kb.generation) return; // queued for a model no longer chosen
     let answer;
     if (!kb.sid) {
-      answer = await newSession(full);
+      answer = await newSession(full, generation);
     } else {
       const body = appended !== null ? { text: appended } : { text: full, replace: true };
       try {
         answer = await post(`/v1/sessions/${encodeURIComponent(kb.sid)}/feed`, body);
       } catch (err) {
         if (err.status !== 404) throw err;
-        answer = await newSession(full); // the session expired: start again from the text
+        answer = await newSession(full, generation); // the session expired: start again
       }
     }
     // only the answer for the text now in the box (and this model) updates the bar
@@ -246,6 +247,7 @@ function setupKeyboard(panel) {
     kb.queue = kb.queue
       .then(() => sync(full, appended, generation))
       .catch((err) => {
+        if (generation !== kb.generation) return;
         kb.sid = null; // resynchronise from scratch at the next change
         kb.sent = "";
         showError(panel, err);
