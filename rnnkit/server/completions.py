@@ -101,8 +101,10 @@ def register(app: FastAPI, ctx: ServerContext) -> None:
         queue = Mailbox()  # every choice's pieces, as they are sampled
         for p_index, (prompt, (logits, state)) in enumerate(zip(prompts, primed)):
             for c in range(body.n):
-                gen = torch.Generator(device=model.device)
-                gen.manual_seed(body.seed + c if body.seed is not None else torch.seed())
+                gen = None  # no seed: the scheduler's shared generator
+                if body.seed is not None:
+                    gen = torch.Generator(device=model.device)
+                    gen.manual_seed(body.seed + c)
                 stream = Stream(logits, state, body.max_tokens, body.temperature, body.top_k,
                                 body.top_p, gen, stop, body.logprobs, deadline,
                                 queue=queue)  # fmt: skip

@@ -69,7 +69,7 @@ class Stream:
     temperature: float
     top_k: int | None
     top_p: float | None
-    generator: torch.Generator
+    generator: torch.Generator | None  # None: no seed asked, draw with the shared generator
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None
     deadline: float = math.inf
@@ -92,8 +92,8 @@ class Scheduler:
     With batching, the live streams' states stay stacked in one batched state between steps;
     it is re-stacked only when streams join (their primed state is appended) or leave (their
     rows are dropped), so a step costs one recurrent call, one batched sampling pass and a
-    multinomial draw per stream (each with its own generator: a seed gives the same text as
-    ``generate``).
+    multinomial draw per seeded stream (each with its own generator: a seed gives the same text
+    as ``generate``) and one for all the others.
     """
 
     def __init__(self, model, name: str = "", metrics=None, batching: bool = True,
@@ -108,6 +108,8 @@ class Scheduler:
         self._members: list[Stream] = []  # the rows of _state, in order
         self._state = None
         self._logits = None  # the last step's (B, V) logits, rows as _members
+        self._generator = torch.Generator(device=model.device)  # for streams without a seed
+        self._generator.seed()
         self._stepping = False  # True while streams are live (no joining wait between steps)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -131,7 +133,7 @@ class Scheduler:
         for options, streams in by_options.items():
             # the last step's logits are already this batch when nobody joined or left
             logits = self._logits if same_batch else torch.stack([s.logits for s in streams])
-            drawn = adapter.sample(model, logits, options, [s.generator for s in streams])
+            drawn = self._draw(logits, options, streams)
             logp = None
             if any(s.logprobs is not None for s in streams):
                 logp = torch.log_softmax(logits.float(), -1)
@@ -150,6 +152,17 @@ class Scheduler:
                     s.finish_reason = "length"
                 elif now > s.deadline:
                     s.finish_reason = "timeout"
+
+    def _draw(self, logits, options: tuple, streams: list[Stream]) -> list[int]:
+        """The next id of each stream: seeded streams draw with their own generators, one
+        draw each (a seed gives ``generate``'s text); the others share the scheduler's
+        generator and are drawn together in one call."""
+        if all(s.generator is None for s in streams):
+            return adapter.sample(self.model, logits, options, self._generator)
+        if all(s.generator is not None for s in streams):
+            return adapter.sample(self.model, logits, options, [s.generator for s in streams])
+        return adapter.sample(self.model, logits, options, [s.generator or self._generator
+                                                            for s in streams])  # fmt: skip
 
     def _state_for(self, group: list[Stream]):
         """The batched state of ``group``'s rows (kept members first, then newcomers)."""
@@ -216,8 +229,8 @@ class Scheduler:
                 continue
             if self.max_wait_s > 0 and not self._stepping:
                 await asyncio.sleep(self.max_wait_s)  # after idle: let the first wave join
-            else:
-                await asyncio.sleep(0)  # streams that came during the last step join this one
+            # no wait between busy steps: the responses write the last step's text while the
+            # worker computes this one, and streams that arrive meanwhile join the next step
             self._stepping = True
             batch = [s for s in self.live if not s.cancelled and s.finish_reason is None]
             if self.metrics is not None:

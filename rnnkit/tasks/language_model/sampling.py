@@ -18,9 +18,10 @@ def sample_rows(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generators: Sequence[torch.Generator | None] = (None,),
+    generators: Sequence[torch.Generator | None] | torch.Generator | None = (None,),
 ) -> list[int]:
-    """Draw one token id per row of ``logits (B, V)``, row ``b`` with ``generators[b]``.
+    """Draw one token id per row of ``logits (B, V)``, row ``b`` with ``generators[b]``; one
+    generator (or None) for all rows draws them in a single call.
 
     p ∝ exp(logits / T); top-k keeps the k largest; top-p (nucleus) keeps the smallest set of
     tokens whose probability reaches p. ``temperature == 0`` returns the argmax. Every step is
@@ -44,6 +45,8 @@ def sample_rows(
         drop = cumulative - probs_sorted >= top_p  # tokens after the nucleus is complete
         scaled = scaled.masked_fill(drop.scatter(-1, order, drop), -math.inf)
     probs = torch.softmax(scaled, -1)
+    if generators is None or isinstance(generators, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generators).view(-1).tolist()
     return [int(torch.multinomial(probs[b], 1, generator=g)) for b, g in enumerate(generators)]
 
 
