@@ -43,6 +43,7 @@ __all__ = [
     "abc2midi_errors",
     "abc_to_midi",
     "find_synthesizer",
+    "midi_bytes",
     "midi_to_wav",
     "parse_abc",
     "piano_roll",
@@ -180,7 +181,7 @@ def validate_tune(text: str, midi: bool = True, use_abc2midi: bool = True) -> Tu
         raise
     if score is not None and midi:
         try:
-            midi_ok = bool(read_midi_notes(_midi_bytes(score)))
+            midi_ok = bool(read_midi_notes(midi_bytes(score)))
         except Exception as e:  # conversion failures of any kind are a verdict, not a crash
             errors.append(f"MIDI: {type(e).__name__}: {e}")
     return TuneReport(
@@ -263,7 +264,7 @@ def _with_repeat_starts(score):
     return score
 
 
-def _midi_bytes(score, expand_repeats: bool = True, tempo: float | None = None) -> bytes:
+def midi_bytes(score, expand_repeats: bool = True, tempo: float | None = None) -> bytes:
     """MIDI of a score: repeats played out when ``expand_repeats`` and they are well formed,
     else the tune once as written."""
     music21 = _music21()
@@ -287,7 +288,7 @@ def abc_to_midi(
     """Write a tune as a MIDI file (piano). Repeats and first/second endings are played out
     unless ``expand_repeats=False``; ``tempo`` in quarter notes per minute overrides ``Q:``
     (music21's default is 120). Raises :class:`AbcParseError` for a tune that does not parse."""
-    data = _midi_bytes(parse_abc(text), expand_repeats, tempo)
+    data = midi_bytes(parse_abc(text), expand_repeats, tempo)
     path = Path(path)
     path.write_bytes(data)
     return path

@@ -152,13 +152,13 @@ def test_generation_is_reproducible_and_greedy_at_zero_temperature(trained):
     greedy = model.generate("the ", 40, temperature=0)
     # greedy by hand: argmax at every step, state carried
     ids = model.vocab.encode("the ")
-    logits, state = model._advance(ids)
+    logits, state = model.advance(ids)
     out = []
     for _ in range(40):
         logits[: len(model.vocab.specials)] = -math.inf
         nxt = int(torch.argmax(logits))
         out.append(model.vocab.itos[nxt])
-        logits, state = model._advance([nxt], state)
+        logits, state = model.advance([nxt], state)
     assert greedy == "".join(out)
     assert model.generate("the ", 40, temperature=1e-4, seed=3) == greedy
     streamed = []

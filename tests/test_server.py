@@ -264,7 +264,7 @@ def test_score_and_complete_are_the_models_answers(model):
 def test_session_feeds_one_step_per_keystroke_and_suggests_like_complete(model):
     app = build_app({"tiny": model})
     calls = []
-    original = model._advance
+    original = model.advance
 
     def counting(ids, state=None, chunk=512):
         calls.append(len(ids))
@@ -284,11 +284,11 @@ def test_session_feeds_one_step_per_keystroke_and_suggests_like_complete(model):
             after = await c.post(f"/v1/sessions/{sid}/feed", json={"text": "a"})
             return made, fed, edited, seen, gone, after
 
-    model._advance = counting
+    model.advance = counting
     try:
         made, fed, edited, seen, gone, after = run(go())
     finally:
-        del model._advance
+        del model.advance
     assert made["text"] == "ab" and len(made["suggestions"]) == 3
     assert [f["steps"] for f in fed] == [1, 1, 1, 1]
     assert fed[-1]["text"] == "abc be"

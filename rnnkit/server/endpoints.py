@@ -101,14 +101,14 @@ async def run_request(ctx: ServerContext, model, request: Message) -> Message:
 def _music_extras(result: dict[str, Any], midi: bool) -> dict[str, Any]:
     """Each tune's notes ``[start, duration, pitch]`` (quarter notes) and, with ``midi``, its
     MIDI file as base64; a tune that does not parse gets ``notes: null`` and the reason."""
-    from rnnkit.music_export import _midi_bytes, parse_abc, tune_notes
+    from rnnkit.music_export import midi_bytes, parse_abc, tune_notes
 
     for tune in result["tunes"]:
         try:
             score = parse_abc(tune["abc"])
             tune["notes"] = [list(n) for n in tune_notes(score)]
             if midi:
-                tune["midi_base64"] = base64.b64encode(_midi_bytes(score)).decode("ascii")
+                tune["midi_base64"] = base64.b64encode(midi_bytes(score)).decode("ascii")
         except Exception as e:  # music21 raises many kinds; the tune text is still the answer
             tune["notes"], tune["notes_error"] = None, str(e).splitlines()[0][:200]
     return result

@@ -65,7 +65,7 @@ class Session:
 
     def _read(self, ids: list[int]) -> int:
         if ids:
-            self.logits, self.state = self.model._advance(ids, self.state)
+            self.logits, self.state = self.model.advance(ids, self.state)
         return len(ids)
 
     def _encode(self, text: str) -> list[int]:
@@ -111,7 +111,7 @@ class Session:
         context = (self.logits, self.state)
         if level == "bpe" and partial:
             ids = model.encode(partial)
-            context = model._advance(ids, self.state) if ids else context
+            context = model.advance(ids, self.state) if ids else context
         return model.complete(self.text, self.k, context=context)
 
     def to_json(self, steps: int | None = None) -> dict[str, Any]:

@@ -278,12 +278,12 @@ class MusicModel(LanguageModel):
             generator.manual_seed(torch.seed())
 
         text = ""
-        logits, state = self._advance([v.eos_id, v.bos_id])  # a tune starts after another ends
+        logits, state = self.advance([v.eos_id, v.bos_id])  # a tune starts after another ends
 
         def feed(piece: str) -> None:
             nonlocal text, logits, state
             if piece:
-                logits, state = self._advance(v.encode(list(piece), unknown="unk"), state)
+                logits, state = self.advance(v.encode(list(piece), unknown="unk"), state)
                 text += piece
 
         def draw(allow_eos: bool, banned: Sequence[int] = ()) -> int:

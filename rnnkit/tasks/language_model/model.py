@@ -91,7 +91,7 @@ class TextModel(TaskModel):
         return text
 
     @torch.no_grad()
-    def _advance(self, ids: list[int], state=None, chunk: int = 512):
+    def advance(self, ids: list[int], state=None, chunk: int = 512):
         """Feed ``ids`` (one sequence) through the model; returns (last logits (V,), state)."""
         logits = None
         for s in range(0, len(ids), chunk):
@@ -110,7 +110,7 @@ class TextModel(TaskModel):
         ``state`` after each prompt and the logits of the next token, ``(B, V)``."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("prime() needs at least one prompt, each of at least one token id")
-        runs = [self._advance(list(p)) for p in prompts]
+        runs = [self.advance(list(p)) for p in prompts]
         state = concat_states([st for _, st in runs], self.state_batch_dim)
         return state, torch.stack([lg for lg, _ in runs])
 
@@ -344,7 +344,7 @@ class TextModel(TaskModel):
                 break
             prefix = ch + prefix
         # condition exactly as score() does, so p(word) = exp(score(text + word) − score(text))
-        logits, state = context or self._advance(
+        logits, state = context or self.advance(
             self.encode(self.default_context() + text, unknown)
         )
         specials = len(self.vocab.specials)
@@ -381,7 +381,7 @@ class TextModel(TaskModel):
                 break  # no open beam can beat the k-th finished word any more
             beams = []
             for lp, cont, idx, st in best:
-                lg, st2 = self._advance([idx], st)
+                lg, st2 = self.advance([idx], st)
                 beams.append((lp, cont, lg, st2))
         top_k = heapq.nlargest(k, finished, key=lambda f: f[0])
         return [
@@ -414,7 +414,7 @@ class TextModel(TaskModel):
             raise ValueError("next_words() needs a word-level model; use complete() for characters")
         self.eval()
         if logits is None:
-            logits, _ = self._advance(self.encode(self.default_context() + text, unknown))
+            logits, _ = self.advance(self.encode(self.default_context() + text, unknown))
         logp = torch.log_softmax(logits.float(), -1)
         logp[: len(self.vocab.specials)] = -math.inf
         if prefix:

@@ -95,7 +95,7 @@ def complete_subwords(
         if _is_boundary(ch):
             break
         prefix = ch + prefix
-    logits, state = context or model._advance(model.encode(model.default_context() + text, unknown))
+    logits, state = context or model.advance(model.encode(model.default_context() + text, unknown))
     specials = len(model.vocab.specials)
     beams = [(0.0, [], logits, state)]
     finished: dict[str, tuple[float, str]] = {}
@@ -122,7 +122,7 @@ def complete_subwords(
             break
         beams = []
         for lp, ids, st in best:
-            lg, st2 = model._advance([ids[-1]], st)
+            lg, st2 = model.advance([ids[-1]], st)
             beams.append((lp, ids, lg, st2))
     top_k = heapq.nlargest(k, finished.items(), key=lambda f: f[1][0])
     return [
