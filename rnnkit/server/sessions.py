@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from rnnkit.tasks.language_model.sampling import _is_boundary
+from rnnkit.tasks.language_model.completion import is_word_boundary
 
 
 def _boundary_cut(text: str) -> int:
     """Length of ``text`` up to and including its last word-boundary character (0 if none)."""
     for i in range(len(text) - 1, -1, -1):
-        if _is_boundary(text[i]):
+        if is_word_boundary(text[i]):
             return i + 1
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -30,9 +29,10 @@ from rnnkit.regularizers import norm_stabilizer
 from rnnkit.state import map_state
 from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.common.recurrent import recurrent_for
+from rnnkit.tasks.language_model.completion import complete_word, next_words
 from rnnkit.tasks.language_model.config import tokenize_text
-from rnnkit.tasks.language_model.sampling import _is_boundary, sample_next
-from rnnkit.tasks.language_model.softmax import AdaptiveSoftmax, complete_subwords
+from rnnkit.tasks.language_model.sampling import sample_next
+from rnnkit.tasks.language_model.softmax import AdaptiveSoftmax
 
 if TYPE_CHECKING:
     from rnnkit.tasks.language_model.config import LanguageModelConfig
@@ -330,70 +330,7 @@ class TextModel(TaskModel):
         ``context`` is ``(next logits, state)`` after reading ``default_context() + text``, when
         the caller already holds it (a keyboard session), so the text is not read again.
         """
-        if self.vocab.level == "bpe":
-            return complete_subwords(
-                self, text, k, beam_size or max(2 * k, 8), max_chars, unknown, context
-            )
-        if self.vocab.level != "char":
-            raise ValueError("complete() on a word-level model: use next_words()")
-        self.eval()
-        beam_size = beam_size or max(2 * k, 8)
-        prefix = ""
-        for ch in reversed(text):
-            if _is_boundary(ch):
-                break
-            prefix = ch + prefix
-        # condition exactly as score() does, so p(word) = exp(score(text + word) − score(text))
-        logits, state = context or self.advance(
-            self.encode(self.default_context() + text, unknown)
-        )
-        specials = len(self.vocab.specials)
-        itos = self.vocab.itos
-        boundary_ids = torch.tensor(
-            [i for i in range(specials, len(itos)) if _is_boundary(itos[i])], device=self.device
-        )
-        beams = [(0.0, "", logits, state)]  # (log prob, continuation, next logits, state)
-        finished: list[tuple[float, str, str]] = []
-        for _ in range(max_chars):
-            candidates = []
-            for lp, cont, lg, st in beams:
-                logp = torch.log_softmax(lg.float(), -1)
-                logp[:specials] = -math.inf
-                if (prefix + cont) and boundary_ids.numel():
-                    # the word ends here: any boundary character may follow, so sum them all
-                    ends = logp[boundary_ids]
-                    finished.append(
-                        (
-                            lp + float(torch.logsumexp(ends, 0)),
-                            cont,
-                            itos[int(boundary_ids[int(ends.argmax())])],
-                        )
-                    )
-                logp[boundary_ids] = -math.inf
-                top = torch.topk(logp, min(beam_size, logp.numel() - specials))
-                for value, idx in zip(top.values.tolist(), top.indices.tolist()):
-                    if value > -math.inf:
-                        candidates.append((lp + value, cont + itos[idx], idx, st))
-            if not candidates:
-                break
-            best = heapq.nlargest(beam_size, candidates, key=lambda c: c[0])
-            if len(finished) >= k and best[0][0] < sorted(f[0] for f in finished)[-k]:
-                break  # no open beam can beat the k-th finished word any more
-            beams = []
-            for lp, cont, idx, st in best:
-                lg, st2 = self.advance([idx], st)
-                beams.append((lp, cont, lg, st2))
-        top_k = heapq.nlargest(k, finished, key=lambda f: f[0])
-        return [
-            {
-                "word": prefix + cont,
-                "continuation": cont,
-                "boundary": boundary,
-                "probability": math.exp(lp),
-                "log_prob": lp,
-            }
-            for lp, cont, boundary in top_k
-        ]
+        return complete_word(self, text, k, beam_size, max_chars, unknown, context)
 
     @torch.no_grad()
     def next_words(
@@ -410,27 +347,7 @@ class TextModel(TaskModel):
         ``logits`` are the next-word logits after ``default_context() + text`` when the caller
         holds them (a session); ``prefix`` keeps only the words that start with it (the word
         being typed), each with the ``continuation`` still to type."""
-        if self.vocab.level != "word":
-            raise ValueError("next_words() needs a word-level model; use complete() for characters")
-        self.eval()
-        if logits is None:
-            logits, _ = self.advance(self.encode(self.default_context() + text, unknown))
-        logp = torch.log_softmax(logits.float(), -1)
-        logp[: len(self.vocab.specials)] = -math.inf
-        if prefix:
-            keep = torch.tensor([w.startswith(prefix) for w in self.vocab.itos], device=logp.device)
-            logp = logp.masked_fill(~keep, -math.inf)
-        top = torch.topk(logp, min(k, logp.numel() - len(self.vocab.specials)))
-        return [
-            {
-                "word": self.vocab.itos[i],
-                "continuation": self.vocab.itos[i][len(prefix) :],
-                "probability": math.exp(v),
-                "log_prob": v,
-            }
-            for v, i in zip(top.values.tolist(), top.indices.tolist())
-            if v > -math.inf
-        ]
+        return next_words(self, text, k, unknown, logits, prefix)
 
     @torch.no_grad()
     def evaluate_ids(self, ids: list[int] | Tensor, chunk: int = 1024) -> dict[str, float]:

@@ -9,10 +9,6 @@ import torch
 from torch import Tensor
 
 
-def _is_boundary(ch: str) -> bool:
-    return not (ch.isalnum() or ch in "'-_")
-
-
 def sample_rows(
     logits: Tensor,
     temperature: float = 1.0,

@@ -10,19 +10,15 @@ log-probabilities (whose softmax is p, so every caller of ``logits`` keeps worki
 from __future__ import annotations
 
 import contextlib
-import heapq
-import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from rnnkit.tasks.language_model.sampling import _is_boundary
-
 if TYPE_CHECKING:
-    from rnnkit.tasks.language_model.model import TextModel
+    pass
 
-__all__ = ["AdaptiveSoftmax", "adaptive_cutoffs", "complete_subwords"]
+__all__ = ["AdaptiveSoftmax", "adaptive_cutoffs"]
 
 
 def adaptive_cutoffs(spec: str, vocab_size: int) -> list[int]:
@@ -79,59 +75,3 @@ class AdaptiveSoftmax(nn.Module):
         H = y.shape[-1]
         with self._full_precision(y) as y:
             return self.adaptive(y.reshape(-1, H), targets.reshape(-1)).loss
-
-
-@torch.no_grad()
-def complete_subwords(
-    model: TextModel, text: str, k: int, beam_size: int, max_chars: int, unknown, context=None
-) -> list[dict[str, Any]]:
-    """``complete()`` for BPE models: beam search over subword tokens until the decoded
-    continuation reaches a word boundary. A completion's probability is that of the token path
-    spelling the word up to (and through the token holding) its boundary. ``context``: as for
-    ``complete()``, the (logits, state) after the text when the caller holds them."""
-    model.eval()
-    prefix = ""
-    for ch in reversed(text):
-        if _is_boundary(ch):
-            break
-        prefix = ch + prefix
-    logits, state = context or model.advance(model.encode(model.default_context() + text, unknown))
-    specials = len(model.vocab.specials)
-    beams = [(0.0, [], logits, state)]
-    finished: dict[str, tuple[float, str]] = {}
-    for _ in range(max_chars):
-        candidates = []
-        for lp, ids, lg, st in beams:
-            logp = torch.log_softmax(lg.float(), -1)
-            logp[:specials] = -math.inf
-            top = torch.topk(logp, min(beam_size, logp.numel() - specials))
-            for value, idx in zip(top.values.tolist(), top.indices.tolist()):
-                cont = model.vocab.decode(ids + [idx])
-                cut = next((i for i, ch in enumerate(cont) if _is_boundary(ch)), None)
-                if cut is None:
-                    candidates.append((lp + value, ids + [idx], st))
-                elif prefix + cont[:cut]:
-                    word, score = cont[:cut], lp + value
-                    if word not in finished or finished[word][0] < score:
-                        finished[word] = (score, cont[cut])
-        if not candidates:
-            break
-        best = heapq.nlargest(beam_size, candidates, key=lambda c: c[0])
-        kth = sorted((f[0] for f in finished.values()), reverse=True)[k - 1 : k]
-        if kth and best[0][0] < kth[0]:
-            break
-        beams = []
-        for lp, ids, st in best:
-            lg, st2 = model.advance([ids[-1]], st)
-            beams.append((lp, ids, lg, st2))
-    top_k = heapq.nlargest(k, finished.items(), key=lambda f: f[1][0])
-    return [
-        {
-            "word": prefix + cont,
-            "continuation": cont,
-            "boundary": boundary,
-            "probability": math.exp(lp),
-            "log_prob": lp,
-        }
-        for cont, (lp, boundary) in top_k
-    ]
