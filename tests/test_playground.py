@@ -8,13 +8,9 @@ Skipped, with the reason, where Playwright or a Chromium binary is missing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -44,26 +40,6 @@ def model():
     return build_language_model(config, Vocab("abcdefgh \n")).eval()
 
 
-@contextlib.contextmanager
-def live_server(app):
-    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _post(url: str, body: dict) -> dict:
@@ -82,7 +58,7 @@ def test_static_files_are_local_only():
     assert 'src="/static/playground.js"' in index and 'href="/static/playground.css"' in index
 
 
-def test_playground_keyboard_and_streamed_generation(model, tmp_path):
+def test_playground_keyboard_and_streamed_generation(model, tmp_path, live_server):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright for Python")
     browser_path = _chromium()
     if browser_path is None:

@@ -5,11 +5,8 @@ metrics, and — on a real uvicorn server on loopback — the OpenAI client and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
-import socket
-import threading
 import time
 
 import numpy as np
@@ -475,29 +472,9 @@ def test_caption_upload():
 # ---------------------------------------------------------------------------------------------
 # a real server on loopback
 # ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def live_server(app):
-    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
-def test_openai_client_streams_a_completion(model):
+def test_openai_client_streams_a_completion(model, live_server):
     openai = pytest.importorskip("openai")
     app = build_app({"tiny": model})
     expected = model.generate("abc", length=15, temperature=0)
@@ -514,7 +491,7 @@ def test_openai_client_streams_a_completion(model):
         assert plain.choices[0].text == expected and plain.usage.completion_tokens == 15
 
 
-def test_a_client_that_disconnects_stops_its_generation(model):
+def test_a_client_that_disconnects_stops_its_generation(model, live_server):
     app = build_app({"tiny": model})
     ctx = app.fastapi.state.ctx
     with live_server(app) as url:
