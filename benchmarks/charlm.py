@@ -13,6 +13,14 @@ each (``--set`` applies to all), then a markdown table of validation nats/char, 
 steps and parameters, cell by cell, from the same process and machine.
 
     python benchmarks/charlm.py --seconds 180 --cells lstm gru mingru minlstm qrnn sru mlstm
+
+A small grid is one table-mode run per grid point (its ``--set``), each writing ``--json-out``;
+``--best-of`` then reads them all and prints, per budget, every cell's best point and the grid:
+
+    python benchmarks/charlm.py --seconds 180 --cells lstm gru --json-out a.json
+    python benchmarks/charlm.py --seconds 180 --cells lstm gru --json-out b.json \\
+        --set num_layers=2 --set hidden_size=768
+    python benchmarks/charlm.py --best-of a.json b.json
 """
 
 from __future__ import annotations
@@ -65,7 +73,14 @@ def main() -> None:
     p.add_argument(
         "--cells", nargs="+", metavar="CELL", help="table mode: one run per recurrent cell"
     )
+    p.add_argument("--json-out", help="table mode: add each cell's result to this JSON list")
+    p.add_argument(
+        "--best-of", nargs="+", metavar="JSON", help="print the best-of-grid tables of these files"
+    )
     args = p.parse_args()
+    if args.best_of:
+        print_best_of([r for f in args.best_of for r in json.loads(Path(f).read_text())])
+        return
     torch.set_num_threads(args.threads)
     sets = parse_sets(args.set)
     if not args.cells:
@@ -76,6 +91,17 @@ def main() -> None:
         cell_sets = {**sets, "model": {**sets["model"], "cell": cell}}
         print(f"\n=== {cell} ===", flush=True)
         results.append((cell, train_one(cell_sets, args.seconds, args.eval_every, None)))
+        if args.json_out:
+            record = {
+                "cell": cell,
+                "seconds": args.seconds,
+                "threads": torch.get_num_threads(),
+                "settings": args.set,
+                **results[-1][1],
+            }
+            out = Path(args.json_out)
+            done = json.loads(out.read_text()) if out.exists() else []
+            out.write_text(json.dumps([*done, record], indent=1))
     print(
         f"\nTiny Shakespeare, {args.seconds:.0f} s per cell, {torch.get_num_threads()} threads; "
         f"settings {args.set or 'default'}\n"
@@ -87,6 +113,31 @@ def main() -> None:
             f"| {cell} | {r['loss']:.4f} | {r['bits']:.4f} | {r['rate']:,.0f} | {r['steps']} | "
             f"{r['parameters']:,} |"
         )
+
+
+def print_best_of(records: list[dict]) -> None:
+    """Per budget: each cell's lowest validation loss over the grid points, then every point."""
+    for seconds in sorted({r["seconds"] for r in records}):
+        rows = [r for r in records if r["seconds"] == seconds]
+        cells = list(dict.fromkeys(r["cell"] for r in rows))
+        points = list(dict.fromkeys(" ".join(r["settings"]) or "default" for r in rows))
+        print(f"\nTiny Shakespeare, {seconds:.0f} s, best of {len(points)} settings per cell\n")
+        print("| cell | val nats/char | chars/s | steps | parameters | best settings |")
+        print("|---|---|---|---|---|---|")
+        for cell in cells:
+            r = min((r for r in rows if r["cell"] == cell), key=lambda r: r["loss"])
+            print(
+                f"| {cell} | {r['loss']:.4f} | {r['rate']:,.0f} | {r['steps']} | "
+                f"{r['parameters']:,} | {' '.join(r['settings']) or 'default'} |"
+            )
+        print("\nthe grid (val nats/char):\n")
+        print("| cell | " + " | ".join(points) + " |")
+        print("|---|" + "---|" * len(points))
+        for cell in cells:
+            by_point = {" ".join(r["settings"]) or "default": r["loss"] for r in rows
+                        if r["cell"] == cell}  # fmt: skip
+            print(f"| {cell} | " + " | ".join(
+                f"{by_point[q]:.4f}" if q in by_point else "–" for q in points) + " |")  # fmt: skip
 
 
 def train_one(
