@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from rnnkit.portable.bio import bio_spans, is_bio
+
 __all__ = [
     "accuracy",
     "bio_spans",
@@ -167,44 +169,6 @@ def plot_confusion_matrix(
 # ---------------------------------------------------------------------------------------------
 # entities
 # ---------------------------------------------------------------------------------------------
-def _split_tag(tag: str) -> tuple[str, str]:
-    if tag == "O":
-        return "O", ""
-    if len(tag) > 2 and tag[1] == "-" and tag[0] in "BI":
-        return tag[0], tag[2:]
-    raise ValueError(f"not a BIO tag: {tag!r} (expected O, B-<type> or I-<type>)")
-
-
-def is_bio(tags: Sequence[str]) -> bool:
-    """Whether every tag is ``O``, ``B-X`` or ``I-X`` (and at least one is not ``O``)."""
-    try:
-        kinds = [_split_tag(t)[0] for t in tags]
-    except ValueError:
-        return False
-    return any(k != "O" for k in kinds)
-
-
-def bio_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """Entities of a BIO tag sequence as ``(type, start, end)`` with ``end`` exclusive.
-
-    An entity starts at ``B-X``, or at an ``I-X`` that does not continue an ``X`` entity
-    (conlleval's rule), and runs over the ``I-X`` tags that follow.
-    """
-    spans = []
-    kind, start = "", -1
-    for i, tag in enumerate(tags):
-        prefix, t = _split_tag(tag)
-        continues = prefix == "I" and t == kind
-        if kind and not continues:
-            spans.append((kind, start, i))
-            kind = ""
-        if prefix == "B" or (prefix == "I" and not continues):
-            kind, start = t, i
-    if kind:
-        spans.append((kind, start, len(tags)))
-    return spans
-
-
 def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Entity-level micro precision / recall / F1 over sentences, and the same per type.
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "rnnkit"
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("rnnkit.reference", "rnnkit.errors", "rnnkit.fileio", "rnnkit.version"),
     1: ("rnnkit.state", "rnnkit.sequence", "rnnkit.native", "rnnkit.runtime", "rnnkit.config",
-        "rnnkit.inference"),
+        "rnnkit.inference", "rnnkit.portable"),
     2: ("rnnkit.cells", "rnnkit.attention", "rnnkit.crf", "rnnkit.regularizers",
         "rnnkit.image_encoders", "rnnkit.decoding"),
     3: ("rnnkit.fast",),
@@ -143,6 +143,17 @@ def test_no_import_circle():
     graph = {m: sorted({t for t, _, top in imports(m) if top}) for m in MODULES}
     circle = find_circle(graph)
     assert circle is None, "import circle: " + " -> ".join(circle)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("rnnkit.portable")))
+def test_portable_modules_import_no_rnnkit_and_no_torch(module):
+    """``rnnkit.portable`` is copied into every export folder, where neither exists."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [
+        n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level
+    ]
+    assert not [n for n in names if n.split(".")[0] in ("rnnkit", "torch")]
 
 
 def test_find_circle_sees_one():

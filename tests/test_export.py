@@ -375,6 +375,18 @@ def test_captioner_matches_pytorch(tmp_path, attention):
 # ---------------------------------------------------------------------------------------------
 # Run folders, errors, and the runner without torch
 # ---------------------------------------------------------------------------------------------
+def test_runner_folder_holds_its_package_and_the_portable_modules(tmp_path):
+    """``onnx_runner/`` in the folder: the runner's modules and rnnkit.portable's, no name twice."""
+    from rnnkit.export import PORTABLE, RUNNER_PACKAGE
+
+    ours = {p.name for p in RUNNER_PACKAGE.glob("*.py")}
+    portable = {p.name for p in PORTABLE.glob("*.py")} - {"__init__.py"}
+    assert not ours & portable
+    out = export_model(lm(), "lm", tmp_path / "x")
+    assert {p.name for p in (out / "onnx_runner").glob("*.py")} == ours | portable
+    assert (out / "runner.py").exists() and (out / "inference.py").exists()
+
+
 def test_export_run_and_runner_without_torch(tmp_path):
     from rnnkit.cli import main
 

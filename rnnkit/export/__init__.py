@@ -9,8 +9,10 @@
 * the vocabularies as rnnkit's vocabulary JSON (``vocab.json``, ``source_vocab.json`` …) and,
   for a CRF tagger, ``crf.json`` (start, transition and end scores; Viterbi runs in the runner);
 * ``runner.py``: a copy of :mod:`rnnkit.export.runner`, importing only NumPy, onnxruntime and
-  the standard library, and ``inference.py``, a copy of :mod:`rnnkit.inference` (the typed
-  requests and results, torch-free) that the runner's ``infer(request)`` answers with.
+  the standard library, with its modules in ``onnx_runner/`` (a copy of
+  :mod:`rnnkit.export.onnx_runner` and of the modules of :mod:`rnnkit.portable`), and
+  ``inference.py``, a copy of :mod:`rnnkit.inference` (the typed requests and results,
+  torch-free) that the runner's ``infer(request)`` answers with.
 
 :func:`export_model` does the same from a model object (what the tests use).
 """
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
 RUNNER = Path(__file__).with_name("runner.py")
+RUNNER_PACKAGE = Path(__file__).with_name("onnx_runner")
+PORTABLE = Path(__file__).parent.parent / "portable"
 CONTRACT = Path(__file__).parent.parent / "inference.py"
 
 
@@ -44,6 +48,21 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _copy_runner(out: Path) -> None:
+    """Write the torch-free runner into ``out``: ``runner.py``, its package ``onnx_runner/``
+    holding the portable modules too (``rnnkit.portable``, minus its ``__init__``), and the
+    contract ``inference.py``."""
+    shutil.copyfile(RUNNER, out / "runner.py")
+    package = out / RUNNER_PACKAGE.name
+    shutil.rmtree(package, ignore_errors=True)
+    package.mkdir()
+    for source in sorted(RUNNER_PACKAGE.glob("*.py")) + sorted(PORTABLE.glob("*.py")):
+        if source.parent == PORTABLE and source.name == "__init__.py":
+            continue
+        shutil.copyfile(source, package / source.name)
+    shutil.copyfile(CONTRACT, out / "inference.py")  # the request/result types, torch-free
 
 
 def _task_config(task: str, model, out: Path) -> dict[str, Any]:
@@ -188,8 +207,7 @@ def export_model(
         **(extra or {}),
     }
     _write_json(out / "config.json", config)
-    shutil.copyfile(RUNNER, out / "runner.py")
-    shutil.copyfile(CONTRACT, out / "inference.py")  # the request/result types, torch-free
+    _copy_runner(out)
     log.info("exported %s model to %s (%s)", task, out, ", ".join(graphs.values()))
     return out
 

@@ -25,6 +25,7 @@ from rnnkit.inference import (
     ScoreRequest,
     ScoreResult,
 )
+from rnnkit.portable.text_sampling import TextSampling, score_record
 from rnnkit.regularizers import norm_stabilizer
 from rnnkit.state import map_state
 from rnnkit.tasks.base import Output, TaskModel
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class TextModel(TaskModel):
+class TextModel(TaskModel, TextSampling):
     """Inference over text shared by every language model (recurrent or windowed).
 
     Subclasses define ``forward(inputs (B, T), state, targets) -> Output`` whose ``state``
@@ -125,83 +126,27 @@ class TextModel(TaskModel):
         rows = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
         return map_state(lambda t: t.index_select(self.state_batch_dim, rows), state)
 
-    def banned_ids(self) -> list[int]:
-        """Ids never sampled: the specials, except ``<eos>`` for word models (a line end)."""
-        return [
-            i
-            for i in range(len(self.vocab.specials))
-            if i != self.vocab.eos_id or self.vocab.level != "word"
-        ]
+    # -- the engine of generate / sample_text (rnnkit.portable.text_sampling) -----------------
+    input_error = DataError
 
-    # -- inference ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt: str = "",
-        length: int = 500,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        on_text: Callable[[str], None] | None = None,
-        unknown: str | None = None,
-    ) -> str:
-        """Sample ``length`` tokens after ``prompt``; returns the new text (prompt excluded).
-
-        x_{t+1} ~ softmax(logits / T) restricted to the top-k tokens and/or the smallest set whose
-        probability reaches p; temperature 0 is greedy (argmax). ``on_text`` receives each
-        token's text as it is sampled (streaming).
-        """
-        return self.sample_text(prompt, length, temperature, top_k, top_p, seed, on_text, unknown)[
-            0
-        ]
-
-    @torch.no_grad()
-    def sample_text(
-        self,
-        prompt: str = "",
-        length: int = 500,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        on_text: Callable[[str], None] | None = None,
-        unknown: str | None = None,
-        stop: Sequence[str] = (),
-    ) -> tuple[str, int, str]:
-        """:meth:`generate` that also stops at the first of the ``stop`` strings (cut off, not
-        included): returns ``(text, tokens drawn, finish_reason "length" | "stop")``."""
-        self.eval()
-        context = prompt if prompt else self.default_context()
-        ids = self.encode(context, unknown)
-        if not ids:
-            raise DataError("the prompt has no characters left after dropping unknown ones")
+    def _sampler(self, seed: int | None) -> torch.Generator:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
+        return gen
+
+    def _first_logits(self, ids: list[int]) -> tuple[Tensor, Any]:
+        self.eval()
         state, logits = self.prime([ids])
-        logits = logits[0]
-        new_ids: list[int] = []
-        banned = self.banned_ids()
-        stop = [s for s in stop if s]
-        shown = 0
-        for _ in range(length):
-            logits = logits.clone()
-            logits[banned] = -math.inf
-            nxt = sample_next(logits, temperature, top_k, top_p, gen)
-            new_ids.append(nxt)
-            if on_text is not None:
-                text = self.decode(new_ids)
-                if not text.endswith("\ufffd"):  # a BPE byte may end mid-character: wait
-                    on_text(text[shown:])
-                    shown = len(text)
-            if stop:
-                text = self.decode(new_ids)
-                cut = min((text.find(s) for s in stop if s in text), default=-1)
-                if cut >= 0:
-                    return text[:cut], len(new_ids), "stop"
-            step_logits, state = self.step(torch.tensor([nxt]), state)
-            logits = step_logits[0]
-        return self.decode(new_ids), len(new_ids), "length"
+        return logits[0], state
+
+    def _next_logits(self, token_id: int, state: Any) -> tuple[Tensor, Any]:
+        logits, state = self.step(torch.tensor([token_id]), state)
+        return logits[0], state
+
+    def _draw(self, logits: Tensor, banned, temperature, top_k, top_p, generator) -> int:
+        logits = logits.clone()
+        logits[banned] = -math.inf
+        return sample_next(logits, temperature, top_k, top_p, generator)
 
     #: the requests :meth:`infer` answers
     answers = (GenerateRequest, ScoreRequest, CompleteRequest, EvaluateRequest)
@@ -298,17 +243,7 @@ class TextModel(TaskModel):
         by default).
         """
         lp = self.log_probs(text, context, unknown)
-        total = float(lp.sum())
-        n = lp.numel()
-        nats = -total / n
-        return {
-            "text": text,
-            "log_prob": total,
-            "tokens": n,
-            "nats_per_token": nats,
-            "bits_per_token": nats / math.log(2),
-            "perplexity": math.exp(nats),
-        }
+        return score_record(text, float(lp.sum()), lp.numel())
 
     @torch.no_grad()
     def complete(
