@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from rnnkit.checks import check_positive
+
 __all__ = [
     "ATTENTION_KINDS",
     "AdditiveAttention",
@@ -54,10 +56,7 @@ class Attention(nn.Module):
 
     def __init__(self, query_size: int, key_size: int):
         super().__init__()
-        if query_size <= 0 or key_size <= 0:
-            raise ValueError(
-                f"query_size and key_size must be positive; got {query_size}, {key_size}"
-            )
+        check_positive(query_size=query_size, key_size=key_size)
         self.query_size = query_size
         self.key_size = key_size
 
