@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.checks import check_positive
+from rnnkit.figures import save_heatmap
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -197,9 +198,4 @@ def plot_attention(
     ax.set_ylabel("output")
     if title:
         ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_heatmap(fig, im, path, "attention weight")
