@@ -119,6 +119,8 @@ class RecurrentLayer(nn.Module):
     """
 
     mode: str = ""
+    #: the cell each layer and direction is built of (set by the subclasses)
+    cell_class: type[RecurrentCell] = RecurrentCell
 
     def __init__(
         self,
@@ -182,7 +184,7 @@ class RecurrentLayer(nn.Module):
             layer_input = input_size if layer == 0 else hidden_size * num_directions
             for direction in range(num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                cell = self._make_cell(layer_input, hidden_size, bias, **cell_options, **kw)
+                cell = self.cell_class(layer_input, hidden_size, bias, **cell_options, **kw)
                 names = []
                 for name, param in cell.named_parameters(recurse=False):
                     self.register_parameter(name + suffix, param)
@@ -196,10 +198,6 @@ class RecurrentLayer(nn.Module):
                 self.init_c = nn.Parameter(torch.zeros(shape, **kw))
 
     # -- construction -------------------------------------------------------------------------
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        raise NotImplementedError
-
     def reset_parameters(self) -> None:
         """Re-initialise every cell as its ``reset_parameters`` documents; zero learned h_0."""
         for cell, names in zip(self._cells, self._param_names):
@@ -506,6 +504,7 @@ class RNN(RecurrentLayer):
     """
 
     mode = "RNN"
+    cell_class = RNNCell
 
     def __init__(
         self,
@@ -519,16 +518,13 @@ class RNN(RecurrentLayer):
             *args, nonlinearity=nonlinearity, init=init, layer_norm=layer_norm, **kwargs
         )
 
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        return RNNCell(input_size, hidden_size, bias, **kw)
-
 
 class LSTM(RecurrentLayer):
     """LSTM layer, drop-in for ``torch.nn.LSTM``; extras: ``forget_bias``, ``peephole``,
     ``layer_norm`` (see :class:`LSTMCell`), ``return_cell_states``."""
 
     mode = "LSTM"
+    cell_class = LSTMCell
 
     def __init__(
         self,
@@ -542,20 +538,13 @@ class LSTM(RecurrentLayer):
             *args, forget_bias=forget_bias, peephole=peephole, layer_norm=layer_norm, **kwargs
         )
 
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        return LSTMCell(input_size, hidden_size, bias, **kw)
-
 
 class GRU(RecurrentLayer):
     """GRU layer, drop-in for ``torch.nn.GRU``; extras: ``reset_after=False`` (Cho 2014 form),
     ``layer_norm`` (see :class:`GRUCell`)."""
 
     mode = "GRU"
+    cell_class = GRUCell
 
     def __init__(self, *args, reset_after: bool = True, layer_norm: bool = False, **kwargs):
         super().__init__(*args, reset_after=reset_after, layer_norm=layer_norm, **kwargs)
-
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        return GRUCell(input_size, hidden_size, bias, **kw)
