@@ -421,21 +421,13 @@ class RecurrentLayer(nn.Module):
             hx = (state.h[lo:hi], state.c[lo:hi]) if self.mode == "LSTM" else state[lo:hi]
             flat = self._flat_weights_for(group)
             dropout = 0.0 if per_layer else self.dropout
+            # the kernel's arguments after the state, the same in its packed and padded overloads
+            kernel_args = (flat, self.bias, len(group), dropout, self.training, self.bidirectional)
             if lengths is not None:
                 packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
                 order = packed.sorted_indices
                 hx = map_state(lambda t, order=order: t.index_select(1, order), hx)
-                out = vf(
-                    packed.data,
-                    packed.batch_sizes,
-                    hx,
-                    flat,
-                    self.bias,
-                    len(group),
-                    dropout,
-                    self.training,
-                    self.bidirectional,
-                )
+                out = vf(packed.data, packed.batch_sizes, hx, *kernel_args)
                 y_packed = PackedSequence(
                     out[0], packed.batch_sizes, order, packed.unsorted_indices
                 )
@@ -443,17 +435,7 @@ class RecurrentLayer(nn.Module):
                 unsort = packed.unsorted_indices
                 rest = [t.index_select(1, unsort) for t in out[1:]]
             else:
-                out = vf(
-                    x,
-                    hx,
-                    flat,
-                    self.bias,
-                    len(group),
-                    dropout,
-                    self.training,
-                    self.bidirectional,
-                    True,
-                )
+                out = vf(x, hx, *kernel_args, True)  # batch_first
                 x, rest = out[0], list(out[1:])
             finals_h.append(rest[0])
             if self.mode == "LSTM":
