@@ -97,6 +97,25 @@ def _tanh_into(x: Tensor, out: Tensor, via_sigmoid: bool) -> Tensor:
     return torch.tanh(x, out=out)
 
 
+def _split_blend(g: Tensor, alpha: list[Tensor], t: int) -> tuple[Tensor, Tensor | None]:
+    """∂L/∂s_t split by the blend s_t = s_{t−1} + α_t ⊙ (s̃_t − s_{t−1}) (``alpha``: the α_t
+    unbound over time, empty without a blend): the cell's share ∂L/∂s̃_t = α_t ⊙ ∂L/∂s_t and what
+    reaches s_{t−1} around the cell, (1 − α_t) ⊙ ∂L/∂s_t (None without a blend)."""
+    if len(alpha) > 0:
+        g_cell = g * alpha[t]
+        return g_cell, g - g_cell
+    return g, None
+
+
+def _gru_shortcut(gy: list[Tensor], t: int, g_new: Tensor, z: Tensor) -> Tensor:
+    """Both GRU forms' ∂L/∂h_{t−1} outside the recurrent products, as a new tensor the caller adds
+    to in place: the output's ∂L/∂y_{t−1} (``gy``, none at t = 0 or when empty) + ∂h̃_t ⊙ z_t,
+    the path h̃_t = n + z ⊙ (h_{t−1} − n) gives h_{t−1} directly."""
+    if t > 0 and len(gy) > 0:
+        return torch.addcmul(gy[t - 1], g_new, z)
+    return g_new * z
+
+
 def _ln_param_sums(dw: list, db: list) -> tuple[Tensor, Tensor]:
     return torch.stack(dw).sum(0), torch.stack(db).sum(0)
 
