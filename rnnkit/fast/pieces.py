@@ -1,6 +1,7 @@
 """Pieces the fast path's time loops share: layer-norm statistics and gradients, elementwise
-gate-derivative helpers (σ', tanh' and tanh as 2σ(2x) − 1), and :func:`_loop`, which compiles a
-loop with TorchScript once (or runs it as Python)."""
+gate-derivative helpers (σ', tanh' and tanh as 2σ(2x) − 1), the blend's gradient split and the
+GRU's direct path to h_{t−1} in the backward loops, and :func:`_loop`, which compiles a loop with
+TorchScript once (or runs it as Python)."""
 
 from __future__ import annotations
 
