@@ -30,6 +30,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from rnnkit.checks import check_positive
+from rnnkit.figures import save_heatmap
+
 __all__ = [
     "ATTENTION_KINDS",
     "AdditiveAttention",
@@ -54,10 +57,7 @@ class Attention(nn.Module):
 
     def __init__(self, query_size: int, key_size: int):
         super().__init__()
-        if query_size <= 0 or key_size <= 0:
-            raise ValueError(
-                f"query_size and key_size must be positive; got {query_size}, {key_size}"
-            )
+        check_positive(query_size=query_size, key_size=key_size)
         self.query_size = query_size
         self.key_size = key_size
 
@@ -198,9 +198,4 @@ def plot_attention(
     ax.set_ylabel("output")
     if title:
         ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_heatmap(fig, im, path, "attention weight")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.checks import check_positive
 from rnnkit.state import LSTMState, as_lstm_state
 
 __all__ = ["RecurrentCell", "RNNCell", "LSTMCell", "GRUCell", "layer_norm_chunks"]
@@ -58,10 +59,7 @@ class RecurrentCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool, device=None, dtype=None):
         super().__init__()
-        if input_size <= 0 or hidden_size <= 0:
-            raise ValueError(
-                f"input_size and hidden_size must be positive; got {input_size}, {hidden_size}"
-            )
+        check_positive(input_size=input_size, hidden_size=hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -89,6 +87,14 @@ class RecurrentCell(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+
+    def _add_layer_norm(self, sizes: dict[str, int], device, dtype) -> None:
+        """Register the gain ``ln_{part}_weight`` and shift ``ln_{part}_bias`` of ``sizes[part]``
+        units for each normalised part, in that order (values set by :meth:`_init_layer_norm`)."""
+        kw = {"device": device, "dtype": dtype}
+        for part, size in sizes.items():
+            self.register_parameter(f"ln_{part}_weight", nn.Parameter(torch.empty(size, **kw)))
+            self.register_parameter(f"ln_{part}_bias", nn.Parameter(torch.empty(size, **kw)))
 
     def _init_layer_norm(self) -> None:
         # Layer-norm gains start at 1 and shifts at 0, so LN starts as plain standardisation.
@@ -216,14 +222,7 @@ class RNNCell(RecurrentCell):
         self.init = init
         self.layer_norm = layer_norm
         if layer_norm:
-            kw = {"device": device, "dtype": dtype}
-            for part in ("ih", "hh"):
-                self.register_parameter(
-                    f"ln_{part}_weight", nn.Parameter(torch.empty(hidden_size, **kw))
-                )
-                self.register_parameter(
-                    f"ln_{part}_bias", nn.Parameter(torch.empty(hidden_size, **kw))
-                )
+            self._add_layer_norm({"ih": hidden_size, "hh": hidden_size}, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -303,9 +302,7 @@ class LSTMCell(RecurrentCell):
             for gate in ("i", "f", "o"):
                 self.register_parameter(f"weight_c{gate}", nn.Parameter(torch.empty(H, **kw)))
         if layer_norm:
-            for part, size in (("ih", 4 * H), ("hh", 4 * H), ("c", H)):
-                self.register_parameter(f"ln_{part}_weight", nn.Parameter(torch.empty(size, **kw)))
-                self.register_parameter(f"ln_{part}_bias", nn.Parameter(torch.empty(size, **kw)))
+            self._add_layer_norm({"ih": 4 * H, "hh": 4 * H, "c": H}, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -386,14 +383,7 @@ class GRUCell(RecurrentCell):
         self.reset_after = reset_after
         self.layer_norm = layer_norm
         if layer_norm:
-            kw = {"device": device, "dtype": dtype}
-            for part in ("ih", "hh"):
-                self.register_parameter(
-                    f"ln_{part}_weight", nn.Parameter(torch.empty(3 * hidden_size, **kw))
-                )
-                self.register_parameter(
-                    f"ln_{part}_bias", nn.Parameter(torch.empty(3 * hidden_size, **kw))
-                )
+            self._add_layer_norm({"ih": 3 * hidden_size, "hh": 3 * hidden_size}, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

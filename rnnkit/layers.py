@@ -119,6 +119,8 @@ class RecurrentLayer(nn.Module):
     """
 
     mode: str = ""
+    #: the cell each layer and direction is built of (set by the subclasses)
+    cell_class: type[RecurrentCell] = RecurrentCell
 
     def __init__(
         self,
@@ -182,7 +184,7 @@ class RecurrentLayer(nn.Module):
             layer_input = input_size if layer == 0 else hidden_size * num_directions
             for direction in range(num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                cell = self._make_cell(layer_input, hidden_size, bias, **cell_options, **kw)
+                cell = self.cell_class(layer_input, hidden_size, bias, **cell_options, **kw)
                 names = []
                 for name, param in cell.named_parameters(recurse=False):
                     self.register_parameter(name + suffix, param)
@@ -196,10 +198,6 @@ class RecurrentLayer(nn.Module):
                 self.init_c = nn.Parameter(torch.zeros(shape, **kw))
 
     # -- construction -------------------------------------------------------------------------
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        raise NotImplementedError
-
     def reset_parameters(self) -> None:
         """Re-initialise every cell as its ``reset_parameters`` documents; zero learned h_0."""
         for cell, names in zip(self._cells, self._param_names):
@@ -423,21 +421,13 @@ class RecurrentLayer(nn.Module):
             hx = (state.h[lo:hi], state.c[lo:hi]) if self.mode == "LSTM" else state[lo:hi]
             flat = self._flat_weights_for(group)
             dropout = 0.0 if per_layer else self.dropout
+            # the kernel's arguments after the state, the same in its packed and padded overloads
+            kernel_args = (flat, self.bias, len(group), dropout, self.training, self.bidirectional)
             if lengths is not None:
                 packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
                 order = packed.sorted_indices
                 hx = map_state(lambda t, order=order: t.index_select(1, order), hx)
-                out = vf(
-                    packed.data,
-                    packed.batch_sizes,
-                    hx,
-                    flat,
-                    self.bias,
-                    len(group),
-                    dropout,
-                    self.training,
-                    self.bidirectional,
-                )
+                out = vf(packed.data, packed.batch_sizes, hx, *kernel_args)
                 y_packed = PackedSequence(
                     out[0], packed.batch_sizes, order, packed.unsorted_indices
                 )
@@ -445,17 +435,7 @@ class RecurrentLayer(nn.Module):
                 unsort = packed.unsorted_indices
                 rest = [t.index_select(1, unsort) for t in out[1:]]
             else:
-                out = vf(
-                    x,
-                    hx,
-                    flat,
-                    self.bias,
-                    len(group),
-                    dropout,
-                    self.training,
-                    self.bidirectional,
-                    True,
-                )
+                out = vf(x, hx, *kernel_args, True)  # batch_first
                 x, rest = out[0], list(out[1:])
             finals_h.append(rest[0])
             if self.mode == "LSTM":
@@ -506,6 +486,7 @@ class RNN(RecurrentLayer):
     """
 
     mode = "RNN"
+    cell_class = RNNCell
 
     def __init__(
         self,
@@ -519,16 +500,13 @@ class RNN(RecurrentLayer):
             *args, nonlinearity=nonlinearity, init=init, layer_norm=layer_norm, **kwargs
         )
 
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        return RNNCell(input_size, hidden_size, bias, **kw)
-
 
 class LSTM(RecurrentLayer):
     """LSTM layer, drop-in for ``torch.nn.LSTM``; extras: ``forget_bias``, ``peephole``,
     ``layer_norm`` (see :class:`LSTMCell`), ``return_cell_states``."""
 
     mode = "LSTM"
+    cell_class = LSTMCell
 
     def __init__(
         self,
@@ -542,20 +520,13 @@ class LSTM(RecurrentLayer):
             *args, forget_bias=forget_bias, peephole=peephole, layer_norm=layer_norm, **kwargs
         )
 
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        return LSTMCell(input_size, hidden_size, bias, **kw)
-
 
 class GRU(RecurrentLayer):
     """GRU layer, drop-in for ``torch.nn.GRU``; extras: ``reset_after=False`` (Cho 2014 form),
     ``layer_norm`` (see :class:`GRUCell`)."""
 
     mode = "GRU"
+    cell_class = GRUCell
 
     def __init__(self, *args, reset_after: bool = True, layer_norm: bool = False, **kwargs):
         super().__init__(*args, reset_after=reset_after, layer_norm=layer_norm, **kwargs)
-
-    @staticmethod
-    def _make_cell(input_size, hidden_size, bias, **kw) -> RecurrentCell:
-        return GRUCell(input_size, hidden_size, bias, **kw)

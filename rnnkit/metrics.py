@@ -158,12 +158,9 @@ def plot_confusion_matrix(
                 )
     acc = _ratio(np.trace(m), m.sum())
     ax.set_title(title or f"accuracy {acc:.2%} on {m.sum():,} examples")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of gold row")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    from rnnkit.figures import save_heatmap
+
+    return save_heatmap(fig, im, path, "share of gold row")
 
 
 # ---------------------------------------------------------------------------------------------

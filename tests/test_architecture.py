@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1] / "rnnkit"
 
 #: floor → module-name prefixes on it, lowest first (the longest matching prefix wins)
 FLOORS: dict[int, tuple[str, ...]] = {
-    0: ("rnnkit.reference", "rnnkit.errors", "rnnkit.fileio", "rnnkit.version"),
+    0: ("rnnkit.reference", "rnnkit.errors", "rnnkit.fileio", "rnnkit.version", "rnnkit.checks",
+        "rnnkit.figures"),
     1: ("rnnkit.state", "rnnkit.sequence", "rnnkit.native", "rnnkit.runtime", "rnnkit.config",
         "rnnkit.inference", "rnnkit.portable"),
     2: ("rnnkit.cells", "rnnkit.attention", "rnnkit.crf", "rnnkit.regularizers",

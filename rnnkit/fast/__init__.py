@@ -48,7 +48,7 @@ besides its path through the cell.
 
 The package is split by idea: :mod:`~rnnkit.fast.switches` (the backend switches),
 :mod:`~rnnkit.fast.gemm` (oneDNN / GEMM / weight-gradient helpers, native-kernel gating),
-:mod:`~rnnkit.fast.pieces` (layer-norm and elementwise pieces, TorchScript compile),
+:mod:`~rnnkit.fast.pieces` (layer-norm, elementwise and backward-step pieces, TorchScript),
 :mod:`~rnnkit.fast.rnn`, :mod:`~rnnkit.fast.lstm`, :mod:`~rnnkit.fast.gru` and
 :mod:`~rnnkit.fast.gru_reset_before` (one cell family each) and :mod:`~rnnkit.fast.dispatch`
 (which cells the fast path covers, and the layer-level entry point).

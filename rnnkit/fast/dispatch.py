@@ -75,14 +75,15 @@ def run_direction(
     cell: RecurrentCell,
     x: Tensor,
     state,
-    lengths: Tensor | None = None,
-    reverse: bool = False,
-    params: dict | None = None,
-    zoneout: float = 0.0,
-    training: bool = False,
-    return_cell_states: bool = False,
+    lengths: Tensor | None,
+    reverse: bool,
+    params: dict | None,
+    zoneout: float,
+    training: bool,
+    return_cell_states: bool,
 ):
-    """Same contract and results as :func:`rnnkit.layers.run_direction`, on the fast path."""
+    """Same contract and results as :func:`rnnkit.layers.run_direction`, on the fast path; it
+    hands every argument on, so the defaults live there only."""
     p = params if params is not None else cell.own_params()
     B, T = x.shape[:2]
     if reverse:

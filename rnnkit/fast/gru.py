@@ -25,12 +25,14 @@ from rnnkit.fast.gemm import (
 from rnnkit.fast.gru_reset_before import _GRUResetBeforeFunction
 from rnnkit.fast.pieces import (
     _doubled_n,
+    _gru_shortcut,
     _ln_chunks,
     _ln_chunks_backward,
     _ln_chunks_param_grads,
     _loop,
     _one_minus,
     _one_minus_square,
+    _split_blend,
     _steps_back,
     _sum_tb,
     _tanh_of_half_,
@@ -107,21 +109,14 @@ def _gru_backward_loop(
     da_l: list[Tensor] = []
     gh = gy_l[T - 1] if len(gy_l) > 0 else torch.zeros_like(z_l[0])
     for t in range(T - 1, -1, -1):
-        g_new = gh
-        direct: Tensor | None = None
-        if len(al) > 0:
-            g_new = gh * al[t]
-            direct = gh - g_new
+        g_new, direct = _split_blend(gh, al, t)
         g_news.append(g_new)
         dahat_l[t].mul_(g_new.unsqueeze(1))
         da = d2_l[t]
         if ln_w is not None:
             da = _ln_chunks_backward(da, pre[t], means[t], rstds[t], ln_w, 3)
             da_l.append(da)
-        if t > 0 and len(gy_l) > 0:
-            add = torch.addcmul(gy_l[t - 1], g_new, z_l[t])
-        else:
-            add = g_new * z_l[t]
+        add = _gru_shortcut(gy_l, t, g_new, z_l[t])
         if direct is not None:
             add.add_(direct)
         gh = _mm_add(da, w_t, None, add, onednn)

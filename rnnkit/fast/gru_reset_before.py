@@ -24,12 +24,14 @@ from rnnkit.fast.gemm import (
 )
 from rnnkit.fast.pieces import (
     _doubled_n,
+    _gru_shortcut,
     _ln_chunks,
     _ln_chunks_backward,
     _ln_chunks_param_grads,
     _loop,
     _one_minus,
     _one_minus_square,
+    _split_blend,
     _steps_back,
     _sum_tb,
     _tanh_of_half_,
@@ -131,11 +133,7 @@ def _gru_reset_before_backward_loop(
     dan_l: list[Tensor] = []
     gh = gy_l[T - 1] if len(gy_l) > 0 else torch.zeros_like(z_l[0])
     for t in range(T - 1, -1, -1):
-        g_new = gh
-        direct: Tensor | None = None
-        if len(al) > 0:
-            g_new = gh * al[t]
-            direct = gh - g_new
+        g_new, direct = _split_blend(gh, al, t)
         cz_l[t].mul_(g_new)
         dn = dn_l[t].mul_(g_new)
         if lnw_n is not None:
@@ -147,10 +145,7 @@ def _gru_reset_before_backward_loop(
         if lnw_rz is not None:
             drz = _ln_chunks_backward(drz, pre_rz[t], m_rz[t], s_rz[t], lnw_rz, 2)
             darz_l.append(drz)
-        if t > 0 and len(gy_l) > 0:
-            add = torch.addcmul(gy_l[t - 1], g_new, z_l[t])
-        else:
-            add = torch.mul(g_new, z_l[t])
+        add = _gru_shortcut(gy_l, t, g_new, z_l[t])
         add.addcmul_(g_rh, r_l[t])
         if direct is not None:
             add.add_(direct)

@@ -29,6 +29,7 @@ from rnnkit.fast.pieces import (
     _loop,
     _one_minus,
     _one_minus_square,
+    _split_blend,
     _steps_back,
     _sum_tb,
     _tanh_into,
@@ -159,14 +160,8 @@ def _lstm_backward_loop(
     gh = gy_l[T - 1] if len(gy_l) > 0 else torch.zeros_like(kc_l[0])
     gc = gc_l[T - 1] if len(gc_l) > 0 else torch.zeros_like(kc_l[0])
     for t in range(T - 1, -1, -1):
-        gh_new, gc_new = gh, gc
-        add: Tensor | None = None
-        dir_c: Tensor | None = None
-        if len(ah_l) > 0:
-            gh_new = gh * ah_l[t]
-            add = gh - gh_new
-            gc_new = gc * ac_l[t]
-            dir_c = gc - gc_new
+        gh_new, add = _split_blend(gh, ah_l, t)
+        gc_new, dir_c = _split_blend(gc, ac_l, t)
         dzo_l[t].mul_(gh_new)
         if lnc_w is not None:
             g_chat = torch.mul(gh_new, kc_l[t])  # ∂L/∂ĉ

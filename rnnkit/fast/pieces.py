@@ -1,6 +1,7 @@
 """Pieces the fast path's time loops share: layer-norm statistics and gradients, elementwise
-gate-derivative helpers (σ', tanh' and tanh as 2σ(2x) − 1), and :func:`_loop`, which compiles a
-loop with TorchScript once (or runs it as Python)."""
+gate-derivative helpers (σ', tanh' and tanh as 2σ(2x) − 1), the blend's gradient split and the
+GRU's direct path to h_{t−1} in the backward loops, and :func:`_loop`, which compiles a loop with
+TorchScript once (or runs it as Python)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,25 @@ def _tanh_into(x: Tensor, out: Tensor, via_sigmoid: bool) -> Tensor:
     if via_sigmoid:
         return torch.mul(x, 2.0, out=out).sigmoid_().mul_(2.0).sub_(1.0)
     return torch.tanh(x, out=out)
+
+
+def _split_blend(g: Tensor, alpha: list[Tensor], t: int) -> tuple[Tensor, Tensor | None]:
+    """∂L/∂s_t split by the blend s_t = s_{t−1} + α_t ⊙ (s̃_t − s_{t−1}) (``alpha``: the α_t
+    unbound over time, empty without a blend): the cell's share ∂L/∂s̃_t = α_t ⊙ ∂L/∂s_t and what
+    reaches s_{t−1} around the cell, (1 − α_t) ⊙ ∂L/∂s_t (None without a blend)."""
+    if len(alpha) > 0:
+        g_cell = g * alpha[t]
+        return g_cell, g - g_cell
+    return g, None
+
+
+def _gru_shortcut(gy: list[Tensor], t: int, g_new: Tensor, z: Tensor) -> Tensor:
+    """Both GRU forms' ∂L/∂h_{t−1} outside the recurrent products, as a new tensor the caller adds
+    to in place: the output's ∂L/∂y_{t−1} (``gy``, none at t = 0 or when empty) + ∂h̃_t ⊙ z_t,
+    the path h̃_t = n + z ⊙ (h_{t−1} − n) gives h_{t−1} directly."""
+    if t > 0 and len(gy) > 0:
+        return torch.addcmul(gy[t - 1], g_new, z)
+    return g_new * z
 
 
 def _ln_param_sums(dw: list, db: list) -> tuple[Tensor, Tensor]:

@@ -26,6 +26,7 @@ from rnnkit.fast.pieces import (
     _ln_param_sums,
     _loop,
     _one_minus_square,
+    _split_blend,
     _steps_back,
     _sum_tb,
     _tanh_into,
@@ -103,11 +104,7 @@ def _rnn_backward_loop(
     db_l: list[Tensor] = []
     gh = gy_l[T - 1] if len(gy_l) > 0 else torch.zeros_like(dz_l[0])
     for t in range(T - 1, -1, -1):
-        g_new = gh
-        add: Tensor | None = None
-        if len(al) > 0:
-            g_new = gh * al[t]
-            add = gh - g_new  # what reaches s_{t−1} around the cell
+        g_new, add = _split_blend(gh, al, t)
         da = dz_l[t].mul_(g_new)
         if ln_w is not None:
             da, dw, db = _ln_backward(da, pre[t], means[t], rstds[t], ln_w)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.checks import check_positive
 from rnnkit.modern.scan import time_mask
 from rnnkit.sequence import check_lengths, reverse_padded
 
@@ -72,12 +73,17 @@ class ParallelCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
-        if input_size <= 0 or hidden_size <= 0:
-            raise ValueError(
-                f"input_size and hidden_size must be positive; got {input_size}, {hidden_size}"
-            )
+        check_positive(input_size=input_size, hidden_size=hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
+
+    def _add_input_bias(self, rows: int, bias: bool, **kw) -> None:
+        """The input projection's ``bias_ih (rows,)``, or that parameter registered as None when
+        ``bias`` is off (``kw``: device and dtype)."""
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
 
     # -- state ------------------------------------------------------------------------------
     def _param(self) -> Tensor:

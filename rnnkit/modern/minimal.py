@@ -63,10 +63,7 @@ class _MinCell(ParallelCell):
         super().__init__(input_size, hidden_size)
         kw = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(self.chunks * hidden_size, input_size, **kw))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(self.chunks * hidden_size, **kw))
-        else:
-            self.register_parameter("bias_ih", None)
+        self._add_input_bias(self.chunks * hidden_size, bias, **kw)
         self.chunk_size = chunk_size
         self.reset_parameters()
 

@@ -85,10 +85,7 @@ class MLSTMCell(ParallelCell):
         kw = {"device": device, "dtype": dtype}
         rows = 4 * hidden_size + 2 * num_heads
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(rows, **kw))
-        else:
-            self.register_parameter("bias_ih", None)
+        self._add_input_bias(rows, bias, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -65,10 +65,7 @@ class QRNNCell(ParallelCell):
         self.window = window
         kw = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(window * 3 * hidden_size, input_size, **kw))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size, **kw))
-        else:
-            self.register_parameter("bias_ih", None)
+        self._add_input_bias(3 * hidden_size, bias, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

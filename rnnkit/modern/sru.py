@@ -51,10 +51,7 @@ class SRUCell(ParallelCell):
         rows = (4 if self.projects_highway else 3) * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **kw))
         self.weight_hh = nn.Parameter(torch.empty(2 * hidden_size, **kw))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(2 * hidden_size, **kw))
-        else:
-            self.register_parameter("bias_ih", None)
+        self._add_input_bias(2 * hidden_size, bias, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -15,7 +15,7 @@ NumPy only, float64, batch stored row-wise (``W x`` is ``x @ W.T``).
 
 import numpy as np
 
-from .rnn import output_backward, output_step, sigmoid
+from .rnn import output_backward, output_forward, sigmoid, torch_like_params
 
 
 def init_params(input_size, hidden_size, vocab_size, rng=None):
@@ -24,18 +24,7 @@ def init_params(input_size, hidden_size, vocab_size, rng=None):
     Returns ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``/``bias_hh`` (3H,),
     ``W_y`` (V, H) and ``b_y`` (V,). Both reset placements use the same shapes.
     """
-    rng = np.random.default_rng() if rng is None else rng
-    bound = 1.0 / np.sqrt(hidden_size)  # torch's default scale for GRUCell and Linear(H, V)
-    H3 = 3 * hidden_size
-    shapes = {
-        "weight_ih": (H3, input_size),
-        "weight_hh": (H3, hidden_size),
-        "bias_ih": (H3,),
-        "bias_hh": (H3,),
-        "W_y": (vocab_size, hidden_size),
-        "b_y": (vocab_size,),
-    }
-    return {k: rng.uniform(-bound, bound, size=s) for k, s in shapes.items()}
+    return torch_like_params(3, input_size, hidden_size, vocab_size, rng)
 
 
 def forward(xs, ys, h0, p, reset_after=True):
@@ -59,8 +48,6 @@ def forward(xs, ys, h0, p, reset_after=True):
     hs[0] = h0
     gates = np.empty((T, 3, B, H))  # activated r, z, n per step
     hn = np.empty((T, B, H))  # the hidden-side input to n before/after the reset, see backward
-    probs = np.empty((T, B, p["W_y"].shape[0]))
-    loss = 0.0
     for t in range(T):
         h = hs[t]
         gi_r, gi_z, gi_n = np.split(xs[t] @ W_ih.T + b_ih, 3, axis=1)  # input side, rows r, z, n
@@ -76,18 +63,7 @@ def forward(xs, ys, h0, p, reset_after=True):
             n = np.tanh(gi_n + hn[t])
         hs[t + 1] = (1.0 - z) * n + z * h  # z near 1 copies the old state (a leaky identity)
         gates[t] = r, z, n
-        step_loss, probs[t] = output_step(hs[t + 1], ys[t], p)
-        loss += step_loss
-    cache = {
-        "xs": xs,
-        "ys": ys,
-        "hs": hs,
-        "gates": gates,
-        "hn": hn,
-        "probs": probs,
-        "reset_after": reset_after,
-    }
-    return loss, cache
+    return output_forward(xs, ys, hs, p, gates=gates, hn=hn, reset_after=reset_after)
 
 
 def backward(cache, p):

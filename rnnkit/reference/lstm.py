@@ -13,7 +13,7 @@ Parameters follow ``torch.nn.LSTMCell``: ``weight_ih`` (4H, I), ``weight_hh`` (4
 
 import numpy as np
 
-from .rnn import output_backward, output_step, sigmoid
+from .rnn import output_backward, output_forward, sigmoid, torch_like_params
 
 PEEPHOLE_KEYS = ("weight_ci", "weight_cf", "weight_co")
 
@@ -25,20 +25,8 @@ def init_params(input_size, hidden_size, vocab_size, rng=None, peephole=False):
     ``W_y`` (V, H), ``b_y`` (V,) and, if ``peephole``, ``weight_ci``/``weight_cf``/
     ``weight_co`` (H,).
     """
-    rng = np.random.default_rng() if rng is None else rng
-    bound = 1.0 / np.sqrt(hidden_size)  # torch's default scale for LSTMCell and Linear(H, V)
-    H4 = 4 * hidden_size
-    shapes = {
-        "weight_ih": (H4, input_size),
-        "weight_hh": (H4, hidden_size),
-        "bias_ih": (H4,),
-        "bias_hh": (H4,),
-        "W_y": (vocab_size, hidden_size),
-        "b_y": (vocab_size,),
-    }
-    if peephole:
-        shapes.update({k: (hidden_size,) for k in PEEPHOLE_KEYS})
-    return {k: rng.uniform(-bound, bound, size=s) for k, s in shapes.items()}
+    extra = {k: (hidden_size,) for k in PEEPHOLE_KEYS} if peephole else None
+    return torch_like_params(4, input_size, hidden_size, vocab_size, rng, extra)
 
 
 def forward(xs, ys, state0, p, peephole=False):
@@ -64,8 +52,6 @@ def forward(xs, ys, state0, p, peephole=False):
     hs[0], cs[0] = h0, c0
     gates = np.empty((T, 4, B, H))  # activated i, f, g, o per step, reused by backward
     tanh_cs = np.empty((T, B, H))  # tanh(c_t), needed for both ∂h/∂o and ∂h/∂c
-    probs = np.empty((T, B, p["W_y"].shape[0]))
-    loss = 0.0
     for t in range(T):
         z = xs[t] @ p["weight_ih"].T + p["bias_ih"] + hs[t] @ p["weight_hh"].T + p["bias_hh"]
         z_i, z_f, z_g, z_o = np.split(z, 4, axis=1)  # torch's row order: i, f, g, o
@@ -80,19 +66,7 @@ def forward(xs, ys, state0, p, peephole=False):
         tanh_cs[t] = np.tanh(cs[t + 1])
         hs[t + 1] = o * tanh_cs[t]  # expose a gated view of the memory
         gates[t] = i, f, g, o
-        step_loss, probs[t] = output_step(hs[t + 1], ys[t], p)
-        loss += step_loss
-    cache = {
-        "xs": xs,
-        "ys": ys,
-        "hs": hs,
-        "cs": cs,
-        "gates": gates,
-        "tanh_cs": tanh_cs,
-        "probs": probs,
-        "peephole": peephole,
-    }
-    return loss, cache
+    return output_forward(xs, ys, hs, p, cs=cs, gates=gates, tanh_cs=tanh_cs, peephole=peephole)
 
 
 def backward(cache, p):

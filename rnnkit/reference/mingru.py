@@ -1,7 +1,7 @@
 """minGRU (Feng et al. 2024, log-space version) forward and backward by hand in NumPy.
 
 This module owns the reference of the minGRU recurrence and the helpers the other parallel-cell
-references share (σ, g and its slope, the input projection and its gradient). Parameters follow
+references share (σ, g and its slope, the input projection, its initialisation and its gradient). Parameters follow
 ``rnnkit.modern.MinGRUCell``: ``weight_ih`` (2H, I) with the candidate rows then the gate rows,
 ``bias_ih`` (2H,). Arrays are time-major: xs (T, B, I). The backward pass takes the gradient of
 the loss with respect to every output and to the final state (any loss's, e.g. a linear
@@ -36,14 +36,20 @@ def project_backward(xs, du, p, grads):
     return du @ p["weight_ih"]
 
 
+def uniform_projection(rows, input_size, rng=None, bias_rows=None, fan_in=None):
+    """weight_ih (rows, I) and bias_ih (bias_rows, default rows) ~ U(±1/√fan_in), fan_in = I
+    unless given: torch's default for ``Linear`` (and for ``Conv1d``, fan_in = width · I)."""
+    rng = np.random.default_rng() if rng is None else rng
+    bound = 1.0 / np.sqrt(input_size if fan_in is None else fan_in)
+    return {
+        "weight_ih": rng.uniform(-bound, bound, (rows, input_size)),
+        "bias_ih": rng.uniform(-bound, bound, (rows if bias_rows is None else bias_rows,)),
+    }
+
+
 def init_params(input_size, hidden_size, rng=None):
     """weight_ih (2H, I) and bias_ih (2H,) ~ U(±1/√I), as ``MinGRUCell.reset_parameters``."""
-    rng = np.random.default_rng() if rng is None else rng
-    bound = 1.0 / np.sqrt(input_size)
-    return {
-        "weight_ih": rng.uniform(-bound, bound, (2 * hidden_size, input_size)),
-        "bias_ih": rng.uniform(-bound, bound, (2 * hidden_size,)),
-    }
+    return uniform_projection(2 * hidden_size, input_size, rng)
 
 
 def forward(xs, h0, p):

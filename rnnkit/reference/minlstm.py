@@ -8,17 +8,12 @@ by ∂L/∂y and ∂L/∂h_T) as in :mod:`.mingru`. NumPy only, float64.
 
 import numpy as np
 
-from .mingru import g, project, project_backward, sigmoid
+from .mingru import g, project, project_backward, sigmoid, uniform_projection
 
 
 def init_params(input_size, hidden_size, rng=None):
     """weight_ih (3H, I) and bias_ih (3H,) ~ U(±1/√I), as ``MinLSTMCell.reset_parameters``."""
-    rng = np.random.default_rng() if rng is None else rng
-    bound = 1.0 / np.sqrt(input_size)
-    return {
-        "weight_ih": rng.uniform(-bound, bound, (3 * hidden_size, input_size)),
-        "bias_ih": rng.uniform(-bound, bound, (3 * hidden_size,)),
-    }
+    return uniform_projection(3 * hidden_size, input_size, rng)
 
 
 def forward(xs, h0, p):

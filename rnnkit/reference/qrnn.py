@@ -9,17 +9,13 @@ gates and the fo-pooling recurrence. Parameters follow ``rnnkit.modern.QRNNCell`
 
 import numpy as np
 
-from .mingru import sigmoid
+from .mingru import sigmoid, uniform_projection
 
 
 def init_params(input_size, hidden_size, window=1, rng=None):
     """weight_ih (window·3H, I), bias_ih (3H,) ~ U(±1/√(window·I)), as ``QRNNCell``."""
-    rng = np.random.default_rng() if rng is None else rng
-    bound = 1.0 / np.sqrt(window * input_size)
-    return {
-        "weight_ih": rng.uniform(-bound, bound, (window * 3 * hidden_size, input_size)),
-        "bias_ih": rng.uniform(-bound, bound, (3 * hidden_size,)),
-    }
+    rows = window * 3 * hidden_size
+    return uniform_projection(rows, input_size, rng, 3 * hidden_size, window * input_size)
 
 
 def forward(xs, c0, p, prev0=None):

@@ -2,8 +2,9 @@
 
 This module owns two things:
 
-* the pieces shared by every reference model: ``sigmoid`` and the softmax output layer
-  (``output_step`` and ``output_backward``) with logits ``Z_y = W_y h_t + b_y``,
+* the pieces shared by every reference model: ``sigmoid``, torch's initialisation
+  (``torch_like_params``) and the softmax output layer (``output_step``, ``output_forward`` over
+  a whole sequence, and ``output_backward``) with logits ``Z_y = W_y h_t + b_y``,
   probabilities ``ŷ_t = softmax(Z_y)`` and the summed cross-entropy
   ``L = -Σ_t Σ_b log ŷ_t[b, y_t[b]]``;
 * the vanilla recurrent cell ``h_t = g(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` with
@@ -33,15 +34,25 @@ def init_params(input_size, hidden_size, vocab_size, rng=None):
     Returns a dict with ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih`` (H,),
     ``bias_hh`` (H,), ``W_y`` (V, H) and ``b_y`` (V,), all float64.
     """
+    return torch_like_params(1, input_size, hidden_size, vocab_size, rng)
+
+
+def torch_like_params(gates, input_size, hidden_size, vocab_size, rng=None, extra=None):
+    """A cell of ``gates`` stacked gate blocks (RNN 1, GRU 3, LSTM 4) and the softmax output
+    layer, drawn as torch draws its recurrent cells and ``Linear(H, V)``: every entry
+    ~ U(−1/√H, 1/√H), in the order ``weight_ih`` (G·H, I), ``weight_hh`` (G·H, H), ``bias_ih``,
+    ``bias_hh`` (G·H,), ``W_y`` (V, H), ``b_y`` (V,), then ``extra`` (name → shape)."""
     rng = np.random.default_rng() if rng is None else rng
-    bound = 1.0 / np.sqrt(hidden_size)  # same scale as torch's RNNCell and Linear(H, V)
+    bound = 1.0 / np.sqrt(hidden_size)
+    rows = gates * hidden_size
     shapes = {
-        "weight_ih": (hidden_size, input_size),
-        "weight_hh": (hidden_size, hidden_size),
-        "bias_ih": (hidden_size,),
-        "bias_hh": (hidden_size,),
+        "weight_ih": (rows, input_size),
+        "weight_hh": (rows, hidden_size),
+        "bias_ih": (rows,),
+        "bias_hh": (rows,),
         "W_y": (vocab_size, hidden_size),
         "b_y": (vocab_size,),
+        **(extra or {}),
     }
     return {k: rng.uniform(-bound, bound, size=s) for k, s in shapes.items()}
 
@@ -73,6 +84,18 @@ def output_backward(probs, y, h, p, grads):
     return dzy @ p["W_y"]  # W_yᵀ ∂L/∂Z_y, row-wise
 
 
+def output_forward(xs, ys, hs, p, **saved):
+    """The softmax output layer over every step of a finished recurrence ``hs`` (T + 1, B, H):
+    L = Σ_t loss_t of :func:`output_step` on h_t. Returns ``(loss, cache)``, the cache holding
+    ``xs``, ``ys``, ``hs``, ``probs`` (T, B, V) and ``saved`` (what the cell's backward needs)."""
+    probs = np.empty((len(xs), hs.shape[1], p["W_y"].shape[0]))  # ŷ_t, needed by the backward
+    loss = 0.0
+    for t in range(len(xs)):
+        step_loss, probs[t] = output_step(hs[t + 1], ys[t], p)
+        loss += step_loss  # the loss is a plain sum over steps
+    return loss, {"xs": xs, "ys": ys, "hs": hs, "probs": probs, **saved}
+
+
 def forward(xs, ys, h0, p, nonlinearity="tanh"):
     """Run the RNN over a sequence and return ``(loss, cache)``.
 
@@ -90,15 +113,10 @@ def forward(xs, ys, h0, p, nonlinearity="tanh"):
     hs = np.empty((T + 1, B, H))  # hs[t + 1] is h_t; hs[0] is h0, so h_{t-1} is always hs[t]
     hs[0] = h0
     zs = np.empty((T, B, H))  # pre-activations, kept for the relu derivative and for inspection
-    probs = np.empty((T, B, p["W_y"].shape[0]))  # ŷ_t, needed again by the backward pass
-    loss = 0.0
     for t in range(T):
         zs[t] = xs[t] @ p["weight_ih"].T + p["bias_ih"] + hs[t] @ p["weight_hh"].T + p["bias_hh"]
         hs[t + 1] = np.tanh(zs[t]) if nonlinearity == "tanh" else np.maximum(zs[t], 0.0)
-        step_loss, probs[t] = output_step(hs[t + 1], ys[t], p)
-        loss += step_loss  # the loss is a plain sum over steps
-    cache = {"xs": xs, "ys": ys, "hs": hs, "zs": zs, "probs": probs, "nonlinearity": nonlinearity}
-    return loss, cache
+    return output_forward(xs, ys, hs, p, zs=zs, nonlinearity=nonlinearity)
 
 
 def backward(cache, p):
