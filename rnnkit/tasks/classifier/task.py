@@ -13,7 +13,7 @@ from rnnkit.tasks.classifier.config import ClassifierConfig, ClassifierData
 from rnnkit.tasks.classifier.data import encode_all, read_split, resolve_data
 from rnnkit.tasks.classifier.encoders import load_word_vectors
 from rnnkit.tasks.classifier.model import Classifier
-from rnnkit.tasks.common.batching import BucketedBatches, collate
+from rnnkit.tasks.common.batching import BucketedBatches, batch_and_seed, collate
 
 if TYPE_CHECKING:
     from rnnkit.tasks.common.batching import Example
@@ -37,13 +37,7 @@ class ClassificationTraining(BucketedBatches):
     ):
         if not train:
             raise DataError("no training examples")
-        self.model = model
-        self.train = train
-        self.valid = valid
-        self.batch_size = batch_size
-        self.seed = seed
-        self._sort_keys = [e.length for e in train]
-        self._epoch, self._plan = -1, []
+        super().__init__(model, train, valid, batch_size, seed, [e.length for e in train])
 
     def batch(self, epoch: int, index: int) -> dict[str, Tensor | None]:
         return collate([self.train[i] for i in self._plan_for(epoch)[index]])
@@ -91,9 +85,7 @@ class _ClassifyTask:
     def _training(model, train_raw, valid_raw, train_cfg) -> ClassificationTraining:
         train = encode_all(model, train_raw, "training data")
         valid = encode_all(model, valid_raw, "validation data")
-        seed = train_cfg.seed if train_cfg is not None else 0
-        batch = train_cfg.batch_size if train_cfg is not None else 32
-        return ClassificationTraining(model, train, valid, batch, seed)
+        return ClassificationTraining(model, train, valid, *batch_and_seed(train_cfg, 32))
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
         model_cfg, data_cfg = saved_configs(saved, ClassifierConfig, ClassifierData)

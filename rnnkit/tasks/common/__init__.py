@@ -11,13 +11,20 @@ from rnnkit.tasks.common.batching import (
     split_holdout,
     to_device,
 )
-from rnnkit.tasks.common.recurrent import LAYERS, CellOptions, build_recurrent, recurrent_for
+from rnnkit.tasks.common.recurrent import (
+    LAYERS,
+    CellOptions,
+    RecurrentOptions,
+    build_recurrent,
+    recurrent_for,
+)
 
 __all__ = [
     "LAYERS",
     "BucketedBatches",
     "CellOptions",
     "Example",
+    "RecurrentOptions",
     "bucket_batches",
     "build_recurrent",
     "collate",
