@@ -59,14 +59,17 @@ class LanguageModelTraining:
         self._epoch = -1
         self._streams: StreamBatches | None = None
         # the fewest full windows any epoch offset yields: every epoch has this many steps
-        self._per_epoch = StreamBatches(
-            train_ids[bptt:], batch_size, bptt, drop_last=True
-        ).num_windows
+        self._per_epoch = self._fewest_windows()
         if self._per_epoch < 1:
             raise DataError(
-                f"the training text has {train_ids.numel()} tokens: too short for batch_size "
+                f"the training text has {len(train_ids)} tokens: too short for batch_size "
                 f"{batch_size} × bptt {bptt}; need at least {batch_size * (2 * bptt + 1)}"
             )
+
+    def _fewest_windows(self) -> int:
+        """Full windows of the shortest epoch: the text after the largest offset (``bptt``)."""
+        rest = self.train_ids[self.bptt :]
+        return StreamBatches(rest, self.batch_size, self.bptt, drop_last=True).num_windows
 
     def batches_per_epoch(self) -> int:
         return self._per_epoch
