@@ -47,15 +47,15 @@ from rnnkit.metrics import (
     is_bio,
     plot_confusion_matrix,
 )
-from rnnkit.tasks.base import Output, TaskModel, saved_configs
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.classifier import (
     CHAR_REPRS,
     CHAR_SPECIALS,
     ClassificationTraining,
     LabelledTextData,
+    LabelledTextTask,
     TokenFeatureOptions,
     char_vocab,
-    load_word_vectors,
     token_features,
 )
 from rnnkit.tasks.common.batching import (
@@ -378,38 +378,17 @@ class TaggingTraining(ClassificationTraining):
         return {k: m[k] for k in ("loss", "accuracy", "precision", "recall", "f1") if k in m}
 
 
-class _TagTask:
+class _TagTask(LabelledTextTask):
     """Tag every token of a sentence: parts of speech (CoNLL-U) or named entities (BIO)."""
 
     name = "tag"
     sections = {"model": TaggerConfig, "data": TaggerData}
+    model_class = Tagger
 
-    def build(self, configs: dict[str, Any], train_cfg, device):
-        model_cfg: TaggerConfig = configs["model"]
-        data_cfg: TaggerData = configs["data"]
-        train = read_split(data_cfg, "train")
-        valid = read_split(data_cfg, "valid")
-        vocab = resolve_data(data_cfg, train)
-        model = Tagger(model_cfg, data_cfg, vocab).to(device)
-        if data_cfg.embeddings:
-            load_word_vectors(model.embedder.embedding, vocab, data_cfg.embeddings)
-        if model_cfg.crf and model.bio and model_cfg.constrain:
-            _check_bio(train, data_cfg.data)
-        log.info(
-            "data: %d training sentences (%d tokens), %d validation sentences; %d tags%s; "
-            "vocabulary of %d words, %d characters",
-            len(train),
-            sum(len(s.tokens) for s in train),
-            len(valid),
-            len(data_cfg.tags),
-            " (BIO)" if model.bio else "",
-            len(vocab),
-            len(data_cfg.chars),
-        )
-        return model, self._training(model, train, valid, train_cfg)
+    read_split = staticmethod(read_split)
+    resolve_data = staticmethod(resolve_data)
 
-    @staticmethod
-    def _training(model, train, valid, train_cfg) -> TaggingTraining:
+    def training(self, model, train, valid, train_cfg) -> TaggingTraining:
         return TaggingTraining(
             model,
             encode_sentences(model, train, "training data"),
@@ -417,17 +396,27 @@ class _TagTask:
             *batch_and_seed(train_cfg, 32),
         )
 
+    def check_data(self, model: Tagger, train: Sequence[TaggedSentence]) -> None:
+        if model.config.crf and model.bio and model.config.constrain:
+            _check_bio(train, model.data_config.data)
+
+    def log_data(self, model: Tagger, train, valid) -> None:
+        log.info(
+            "data: %d training sentences (%d tokens), %d validation sentences; %d tags%s; "
+            "vocabulary of %d words, %d characters",
+            len(train),
+            sum(len(s.tokens) for s in train),
+            len(valid),
+            len(model.tags),
+            " (BIO)" if model.bio else "",
+            len(model.vocab),
+            len(model.data_config.chars),
+        )
+
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        model_cfg, data_cfg = saved_configs(saved, TaggerConfig, TaggerData)
         if vocab is None:
             raise DataError("the run has no vocab.json")
-        model = Tagger(model_cfg, data_cfg, vocab).to(device)
-        training = None
-        if with_data:
-            training = self._training(
-                model, read_split(data_cfg, "train"), read_split(data_cfg, "valid"), train_cfg
-            )
-        return model, training
+        return super().restore(saved, vocab, device, train_cfg, with_data)
 
 
 def _check_bio(sentences: Sequence[TaggedSentence], path) -> None:

@@ -53,7 +53,7 @@ from rnnkit.tasks.classifier.encoders import (
 )
 from rnnkit.tasks.classifier.model import Classifier, format_prediction
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
-from rnnkit.tasks.classifier.task import TASK, ClassificationTraining
+from rnnkit.tasks.classifier.task import TASK, ClassificationTraining, LabelledTextTask
 from rnnkit.tasks.common.recurrent import LAYERS
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "encode_all",
     "format_prediction",
     "LabelledTextData",
+    "LabelledTextTask",
     "LAYERS",
     "load_word_vectors",
     "pool_sequence",
