@@ -1,11 +1,13 @@
-"""Sentence batching shared by the text tasks: examples, padding, length buckets, holdout split."""
+"""Sentence batching shared by the text tasks: examples, padding, length buckets, holdout split
+(and reading a validation file or holding one out)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +16,8 @@ from torch import Tensor
 from rnnkit.data.batching import pad_sequences
 from rnnkit.errors import DataError
 from rnnkit.train import IndependentBatches
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -91,6 +95,22 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     if cut >= n:
         raise DataError(f"only {n} examples: too few to hold out {fraction:.0%} for validation")
     return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
+
+
+def read_with_validation(
+    path: str | Path,
+    valid_path: str | None,
+    read: Callable[[str | Path], T],
+    hold_out: Callable[[T], tuple[T, T, str]],
+) -> tuple[T, T, str]:
+    """(train, valid, where they came from): ``read(path)`` trains and ``read(valid_path)``
+    validates; without a validation file ``hold_out(read(path))`` splits it into (train, valid,
+    how the validation part was held out)."""
+    everything = read(path)
+    if valid_path:
+        return everything, read(valid_path), f"{path} (validation: {valid_path})"
+    train, valid, how = hold_out(everything)
+    return train, valid, f"{path} ({how})"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.distributed import Dist
 from rnnkit.errors import DataError
 from rnnkit.state import detach_state
+from rnnkit.tasks.common.batching import read_with_validation
 from rnnkit.tasks.language_model.config import LanguageModelConfig, LanguageModelData, tokenize_text
 from rnnkit.tasks.language_model.model import build_language_model
 
@@ -141,14 +142,15 @@ def read_corpus(data: LanguageModelData) -> tuple[str, str, str]:
         train = read_text(train_path, data.encoding)
         valid = read_text(valid_path, data.encoding)
         return train, valid, f"{train_path} (validation: {valid_path})"
-    path = Path(data.data) if data.data else bundled_path(TINY_SHAKESPEARE)
-    text = read_text(path, data.encoding)
-    if data.valid:
-        train, valid = text, read_text(data.valid, data.encoding)
-        where = f"{path} (validation: {data.valid})"
-    else:
+
+    def hold_out(text: str) -> tuple[str, str, str]:
         train, valid = split_text(text, data.valid_fraction)
-        where = f"{path} (last {data.valid_fraction:.0%} held out for validation)"
+        return train, valid, f"last {data.valid_fraction:.0%} held out for validation"
+
+    path = Path(data.data) if data.data else bundled_path(TINY_SHAKESPEARE)
+    train, valid, where = read_with_validation(
+        path, data.valid, lambda p: read_text(p, data.encoding), hold_out
+    )
     if len(valid) < 2:
         raise DataError(f"the validation text is too short ({len(valid)} characters)", path=path)
     return train, valid, where
