@@ -60,7 +60,6 @@ from rnnkit.tasks.classifier import (
 )
 from rnnkit.tasks.common.batching import (
     Example,
-    batch_and_seed,
     collate,
     length_sorted_batches,
     split_holdout,
@@ -384,17 +383,10 @@ class _TagTask(LabelledTextTask):
     name = "tag"
     sections = {"model": TaggerConfig, "data": TaggerData}
     model_class = Tagger
-
+    training_class = TaggingTraining
     read_split = staticmethod(read_split)
     resolve_data = staticmethod(resolve_data)
-
-    def training(self, model, train, valid, train_cfg) -> TaggingTraining:
-        return TaggingTraining(
-            model,
-            encode_sentences(model, train, "training data"),
-            encode_sentences(model, valid, "validation data"),
-            *batch_and_seed(train_cfg, 32),
-        )
+    encode = staticmethod(encode_sentences)
 
     def check_data(self, model: Tagger, train: Sequence[TaggedSentence]) -> None:
         if model.config.crf and model.bio and model.config.constrain:

@@ -61,12 +61,14 @@ class LabelledTextTask:
     ``build`` reads the train and validation splits, fills the label set and vocabularies from
     the training split (``resolve_data``), builds ``model_class`` (its word embeddings seeded
     from ``--embeddings`` when given) and its training task; ``restore`` rebuilds both from a
-    run. A subclass names ``name``, ``sections`` and ``model_class`` and gives the data hooks.
+    run. A subclass names ``name``, ``sections``, ``model_class`` and ``training_class`` and
+    gives the data hooks.
     """
 
     name: str
     sections: dict[str, type]
     model_class: type[nn.Module]
+    training_class: type[BucketedBatches]
 
     def read_split(self, data_cfg: Any, part: str) -> Any:
         """The ``"train"`` or ``"valid"`` examples, as read from the files."""
@@ -76,8 +78,18 @@ class LabelledTextTask:
         """Fill ``data_cfg``'s label set (and characters) from ``train``; the word vocabulary."""
         raise NotImplementedError
 
-    def training(self, model: nn.Module, train: Any, valid: Any, train_cfg) -> BucketedBatches:
+    def encode(self, model: nn.Module, examples: Any, where: str) -> list[Example]:
+        """The examples as the model reads them (``where`` names them in errors)."""
         raise NotImplementedError
+
+    def training(self, model: nn.Module, train: Any, valid: Any, train_cfg) -> BucketedBatches:
+        """``training_class`` over the encoded splits."""
+        return self.training_class(
+            model,
+            self.encode(model, train, "training data"),
+            self.encode(model, valid, "validation data"),
+            *batch_and_seed(train_cfg, 32),
+        )
 
     def check_data(self, model: nn.Module, train: Any) -> None:
         """A ``DataError`` where the training data breaks what the model assumes."""
@@ -114,16 +126,10 @@ class _ClassifyTask(LabelledTextTask):
     name = "classify"
     sections = {"model": ClassifierConfig, "data": ClassifierData}
     model_class = Classifier
+    training_class = ClassificationTraining
     read_split = staticmethod(read_split)
     resolve_data = staticmethod(resolve_data)
-
-    def training(self, model, train, valid, train_cfg) -> ClassificationTraining:
-        return ClassificationTraining(
-            model,
-            encode_all(model, train, "training data"),
-            encode_all(model, valid, "validation data"),
-            *batch_and_seed(train_cfg, 32),
-        )
+    encode = staticmethod(encode_all)
 
     def log_data(self, model, train, valid) -> None:
         d = model.data_config
