@@ -65,6 +65,7 @@ from rnnkit.tasks.common.batching import (
     split_holdout,
     to_device,
 )
+from rnnkit.tasks.common.options import with_default
 from rnnkit.tasks.common.recurrent import recurrent_for
 from rnnkit.tasks.common.report import scores_table
 
@@ -86,10 +87,8 @@ class TaggerConfig(TokenFeatureOptions):
         default=0.05, metadata=_opt("training: replace a word by <unk> with this probability")
     )
     char_repr: str = field(default="cnn", metadata=_opt("character-level word vector", CHAR_REPRS))
-    char_embed_size: int = field(default=30, metadata=_opt("character embedding width"))
-    char_hidden_size: int = field(
-        default=50, metadata=_opt("char CNN filters, or char RNN state width per direction")
-    )
+    char_embed_size: int = with_default(TokenFeatureOptions, "char_embed_size", 30)
+    char_hidden_size: int = with_default(TokenFeatureOptions, "char_hidden_size", 50)
     crf: bool = field(default=False, metadata=_opt("linear-chain CRF output with Viterbi"))
     constrain: bool = field(
         default=True, metadata=_opt("CRF with BIO tags: forbid O→I-X and B-X→I-Y")

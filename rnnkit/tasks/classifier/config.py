@@ -20,12 +20,17 @@ CHAR_SPECIALS = (PAD, UNK)
 class TokenFeatureOptions(RecurrentOptions):
     """The fields the classifier and the tagger declare alike for their word (+ character)
     features, read by :func:`~rnnkit.tasks.classifier.encoders.token_features`, and their
-    recurrent layer."""
+    recurrent layer (the defaults are the classifier's; the tagger re-defaults some with
+    :func:`~rnnkit.tasks.common.options.with_default`)."""
 
     embed_init: float = field(
         default=0.1, metadata=_opt("embeddings start as U(-a, a) with this a (0: torch's N(0, 1))")
     )
     hidden_size: int = field(default=128, metadata=_opt("recurrent state width per direction"))
+    char_embed_size: int = field(default=16, metadata=_opt("character embedding width"))
+    char_hidden_size: int = field(
+        default=32, metadata=_opt("char CNN filters, or char RNN state width per direction")
+    )
     char_kernel: int = field(default=3, metadata=_opt("char CNN window (odd)"))
 
 
@@ -46,10 +51,6 @@ class ClassifierConfig(TokenFeatureOptions):
     char_repr: str = field(
         default="none",
         metadata=_opt("word level: add a character-level word vector", CHAR_REPRS),
-    )
-    char_embed_size: int = field(default=16, metadata=_opt("character embedding width"))
-    char_hidden_size: int = field(
-        default=32, metadata=_opt("char CNN filters, or char RNN state width per direction")
     )
 
 
