@@ -43,6 +43,7 @@ from rnnkit.data.readers import IRISH_TUNES, bundled_path, read_text
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
 from rnnkit.inference import MusicRequest, MusicResult
+from rnnkit.tasks.common.batching import read_with_validation
 from rnnkit.tasks.language_model import (
     LanguageModel,
     LanguageModelConfig,
@@ -140,14 +141,15 @@ def split_train_valid(
 
 def read_music_corpus(data: MusicData) -> tuple[list[str], list[str], str]:
     """(training tune texts, validation tune texts, where they came from)."""
-    path = Path(data.data) if data.data else bundled_path(IRISH_TUNES)
-    tunes = read_tunes(path, data.encoding)
-    if data.valid:
-        train, valid = tunes, read_tunes(data.valid, data.encoding)
-        where = f"{path} (validation: {data.valid})"
-    else:
+
+    def hold_out(tunes: list[Tune]) -> tuple[list[Tune], list[Tune], str]:
         train, valid = split_train_valid(tunes, data.valid_fraction, data.split_seed)
-        where = f"{path} ({len(valid)} of {len(tunes)} tunes held out for validation)"
+        return train, valid, f"{len(valid)} of {len(tunes)} tunes held out for validation"
+
+    path = Path(data.data) if data.data else bundled_path(IRISH_TUNES)
+    train, valid, where = read_with_validation(
+        path, data.valid, lambda p: read_tunes(p, data.encoding), hold_out
+    )
     return (
         [prepare_tune(t, data.drop_fields) for t in train],
         [prepare_tune(t, data.drop_fields) for t in valid],

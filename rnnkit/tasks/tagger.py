@@ -47,16 +47,16 @@ from rnnkit.metrics import (
     is_bio,
     plot_confusion_matrix,
 )
-from rnnkit.tasks.base import Output, TaskModel, saved_configs
+from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.classifier import (
     CHAR_REPRS,
     CHAR_SPECIALS,
-    LAYERS,
     ClassificationTraining,
-    TokenEmbedder,
-    TokenEncoder,
+    LabelledTextData,
+    LabelledTextTask,
+    TokenFeatureOptions,
     char_vocab,
-    load_word_vectors,
+    token_features,
 )
 from rnnkit.tasks.common.batching import (
     Example,
@@ -65,7 +65,8 @@ from rnnkit.tasks.common.batching import (
     split_holdout,
     to_device,
 )
-from rnnkit.tasks.common.recurrent import CellOptions, recurrent_for
+from rnnkit.tasks.common.options import with_default
+from rnnkit.tasks.common.recurrent import recurrent_for
 from rnnkit.tasks.common.report import scores_table
 
 __all__ = ["TASK", "Tagger", "TaggerConfig", "TaggerData", "TaggingTraining"]
@@ -74,16 +75,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TaggerConfig(CellOptions):
+class TaggerConfig(TokenFeatureOptions):
     """Architecture of a sequence tagger."""
 
-    cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
     embed_size: int = field(default=100, metadata=_opt("word embedding width"))
-    embed_init: float = field(
-        default=0.1, metadata=_opt("embeddings start as U(-a, a) with this a (0: torch's N(0, 1))")
-    )
-    hidden_size: int = field(default=128, metadata=_opt("recurrent state width per direction"))
-    num_layers: int = field(default=1, metadata=_opt("stacked recurrent layers"))
     bidirectional: bool = field(default=True, metadata=_opt("read the sentence both ways"))
     dropout: float = field(
         default=0.33, metadata=_opt("dropout on word vectors, between layers and before output")
@@ -92,11 +87,8 @@ class TaggerConfig(CellOptions):
         default=0.05, metadata=_opt("training: replace a word by <unk> with this probability")
     )
     char_repr: str = field(default="cnn", metadata=_opt("character-level word vector", CHAR_REPRS))
-    char_embed_size: int = field(default=30, metadata=_opt("character embedding width"))
-    char_hidden_size: int = field(
-        default=50, metadata=_opt("char CNN filters, or char RNN state width per direction")
-    )
-    char_kernel: int = field(default=3, metadata=_opt("char CNN window (odd)"))
+    char_embed_size: int = with_default(TokenFeatureOptions, "char_embed_size", 30)
+    char_hidden_size: int = with_default(TokenFeatureOptions, "char_hidden_size", 50)
     crf: bool = field(default=False, metadata=_opt("linear-chain CRF output with Viterbi"))
     constrain: bool = field(
         default=True, metadata=_opt("CRF with BIO tags: forbid O→I-X and B-X→I-Y")
@@ -104,7 +96,7 @@ class TaggerConfig(CellOptions):
 
 
 @dataclass
-class TaggerData:
+class TaggerData(LabelledTextData):
     """Where the tagged sentences come from."""
 
     data: str | None = field(default=None, metadata=_opt("training file (.conllu or CoNLL)"))
@@ -119,23 +111,12 @@ class TaggerData:
     column: str = field(
         default="upos", metadata=_opt("CoNLL-U column to predict", ("upos", "xpos", "deprel"))
     )
-    encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
     skip_bad_lines: bool = field(
         default=False, metadata=_opt("report and skip malformed sentences instead of stopping")
     )
     lowercase: bool = field(default=True, metadata=_opt("look words up lowercased"))
     max_vocab: int | None = field(default=None, metadata=_opt("keep the N most frequent words"))
     min_freq: int = field(default=1, metadata=_opt("drop words rarer than this"))
-    max_word_len: int = field(
-        default=20, metadata=_opt("char representation: first and last characters kept")
-    )
-    embeddings: str | None = field(
-        default=None, metadata=_opt("word2vec/GloVe text file to initialise word embeddings")
-    )
-    valid_fraction: float = field(
-        default=0.1, metadata=_opt("share held out for validation when no --valid file")
-    )
-    split_seed: int = field(default=0, metadata=_opt("seed of the held-out split"))
     tags: list[str] | None = field(default=None, metadata=_opt("tag set", cli=False))
     chars: list[str] | None = field(default=None, metadata=_opt("characters", cli=False))
 
@@ -154,24 +135,7 @@ class Tagger(TaskModel):
         self.vocab = vocab
         self.tags = list(d.tags)
         self.bio = is_bio(self.tags)
-        chars = (
-            Vocab(d.chars or [], specials=CHAR_SPECIALS, level="char")
-            if c.char_repr != "none"
-            else None
-        )
-        self.encoder = TokenEncoder(vocab, chars, d.lowercase, d.max_word_len)
-        self.embedder = TokenEmbedder(
-            len(vocab),
-            c.embed_size,
-            vocab.unk_id,
-            c.char_repr,
-            len(chars) if chars is not None else 0,
-            c.char_embed_size,
-            c.char_hidden_size,
-            c.char_kernel,
-            c.word_dropout,
-            c.embed_init,
-        )
+        self.encoder, self.embedder = token_features(c, d, vocab, c.char_repr != "none")
         self.rnn = recurrent_for(c, self.embedder.out_size)
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), len(self.tags))
@@ -412,59 +376,38 @@ class TaggingTraining(ClassificationTraining):
         return {k: m[k] for k in ("loss", "accuracy", "precision", "recall", "f1") if k in m}
 
 
-class _TagTask:
+class _TagTask(LabelledTextTask):
     """Tag every token of a sentence: parts of speech (CoNLL-U) or named entities (BIO)."""
 
     name = "tag"
     sections = {"model": TaggerConfig, "data": TaggerData}
+    model_class = Tagger
+    training_class = TaggingTraining
+    read_split = staticmethod(read_split)
+    resolve_data = staticmethod(resolve_data)
+    encode = staticmethod(encode_sentences)
 
-    def build(self, configs: dict[str, Any], train_cfg, device):
-        model_cfg: TaggerConfig = configs["model"]
-        data_cfg: TaggerData = configs["data"]
-        train = read_split(data_cfg, "train")
-        valid = read_split(data_cfg, "valid")
-        vocab = resolve_data(data_cfg, train)
-        model = Tagger(model_cfg, data_cfg, vocab).to(device)
-        if data_cfg.embeddings:
-            load_word_vectors(model.embedder.embedding, vocab, data_cfg.embeddings)
-        if model_cfg.crf and model.bio and model_cfg.constrain:
-            _check_bio(train, data_cfg.data)
+    def check_data(self, model: Tagger, train: Sequence[TaggedSentence]) -> None:
+        if model.config.crf and model.bio and model.config.constrain:
+            _check_bio(train, model.data_config.data)
+
+    def log_data(self, model: Tagger, train, valid) -> None:
         log.info(
             "data: %d training sentences (%d tokens), %d validation sentences; %d tags%s; "
             "vocabulary of %d words, %d characters",
             len(train),
             sum(len(s.tokens) for s in train),
             len(valid),
-            len(data_cfg.tags),
+            len(model.tags),
             " (BIO)" if model.bio else "",
-            len(vocab),
-            len(data_cfg.chars),
-        )
-        return model, self._training(model, train, valid, train_cfg)
-
-    @staticmethod
-    def _training(model, train, valid, train_cfg) -> TaggingTraining:
-        seed = train_cfg.seed if train_cfg is not None else 0
-        batch = train_cfg.batch_size if train_cfg is not None else 32
-        return TaggingTraining(
-            model,
-            encode_sentences(model, train, "training data"),
-            encode_sentences(model, valid, "validation data"),
-            batch,
-            seed,
+            len(model.vocab),
+            len(model.data_config.chars),
         )
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        model_cfg, data_cfg = saved_configs(saved, TaggerConfig, TaggerData)
         if vocab is None:
             raise DataError("the run has no vocab.json")
-        model = Tagger(model_cfg, data_cfg, vocab).to(device)
-        training = None
-        if with_data:
-            training = self._training(
-                model, read_split(data_cfg, "train"), read_split(data_cfg, "valid"), train_cfg
-            )
-        return model, training
+        return super().restore(saved, vocab, device, train_cfg, with_data)
 
 
 def _check_bio(sentences: Sequence[TaggedSentence], path) -> None:

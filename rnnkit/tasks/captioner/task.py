@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from rnnkit.tasks.base import saved_configs
 from rnnkit.tasks.captioner.config import CaptionData, CaptionerConfig
 from rnnkit.tasks.captioner.data import caption_tokens, collate, image_batches, read_split
 from rnnkit.tasks.captioner.model import Captioner
-from rnnkit.train import IndependentBatches
+from rnnkit.tasks.common.batching import PlannedBatches, batch_and_seed
 
 if TYPE_CHECKING:
     from rnnkit.tasks.captioner.data import CaptionSplit
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-class CaptionTraining(IndependentBatches):
+class CaptionTraining(PlannedBatches):
     """Batches for :func:`rnnkit.train.fit`: each epoch shuffles the images (a generator seeded
     with (seed, epoch), so a resumed run sees the same batches) and cuts their captions, kept
     together per image, into batches; validation reports loss and BLEU-1…4."""
@@ -48,26 +47,11 @@ class CaptionTraining(IndependentBatches):
     ):
         if len(train) == 0:
             raise DataError("no training captions")
-        self.model = model
-        self.train = train
-        self.valid = valid
-        self.batch_size = batch_size
-        self.seed = seed
+        super().__init__(model, train, valid, batch_size, seed)
         self.eval_beam = eval_beam
-        self._epoch, self._plan = -1, []
 
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.batch_size)
-
-    def _plan_for(self, epoch: int) -> list[list[int]]:
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._plan = image_batches(self.train.image_of, self.batch_size, rng)
-            self._epoch = epoch
-        return self._plan
-
-    def start_epoch(self, epoch: int) -> None:
-        self._plan_for(epoch)
+    def draw_plan(self, rng: np.random.Generator) -> list[list[int]]:
+        return image_batches(self.train.image_of, self.batch_size, rng)
 
     def batch(self, epoch: int, index: int) -> dict[str, Tensor]:
         v = self.model.vocab
@@ -127,9 +111,7 @@ class _CaptionTask:
             len(train),
             len(valid.names),
         )
-        seed = train_cfg.seed if train_cfg is not None else 0
-        batch = train_cfg.batch_size if train_cfg is not None else 64
-        return CaptionTraining(model, train, valid, batch, seed, d.eval_beam)
+        return CaptionTraining(model, train, valid, *batch_and_seed(train_cfg, 64), d.eval_beam)
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
         if vocab is None:

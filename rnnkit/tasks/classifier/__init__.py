@@ -30,10 +30,11 @@ from __future__ import annotations
 from rnnkit.tasks.classifier.config import (
     CHAR_REPRS,
     CHAR_SPECIALS,
-    LAYERS,
     POOLINGS,
     ClassifierConfig,
     ClassifierData,
+    LabelledTextData,
+    TokenFeatureOptions,
 )
 from rnnkit.tasks.classifier.data import (
     RawExamples,
@@ -48,10 +49,12 @@ from rnnkit.tasks.classifier.encoders import (
     TokenEncoder,
     char_vocab,
     load_word_vectors,
+    token_features,
 )
 from rnnkit.tasks.classifier.model import Classifier, format_prediction
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
-from rnnkit.tasks.classifier.task import TASK, ClassificationTraining
+from rnnkit.tasks.classifier.task import TASK, ClassificationTraining, LabelledTextTask
+from rnnkit.tasks.common.recurrent import LAYERS
 
 __all__ = [
     "AttentionPooling",
@@ -65,6 +68,8 @@ __all__ = [
     "ClassifierData",
     "encode_all",
     "format_prediction",
+    "LabelledTextData",
+    "LabelledTextTask",
     "LAYERS",
     "load_word_vectors",
     "pool_sequence",
@@ -76,4 +81,6 @@ __all__ = [
     "TASK",
     "TokenEmbedder",
     "TokenEncoder",
+    "TokenFeatureOptions",
+    "token_features",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError
 from rnnkit.layers import LSTM
 from rnnkit.tasks.classifier.config import CHAR_SPECIALS
+
+if TYPE_CHECKING:
+    from rnnkit.tasks.classifier.config import LabelledTextData, TokenFeatureOptions
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +174,30 @@ class TokenEncoder:
         for i, w in enumerate(words):
             out[i, : len(w)] = [stoi.get(c, unk) for c in w]
         return out
+
+
+def token_features(
+    config: TokenFeatureOptions, data_config: LabelledTextData, vocab: Vocab, use_chars: bool
+) -> tuple[TokenEncoder, TokenEmbedder]:
+    """The :class:`TokenEncoder` and :class:`TokenEmbedder` of a word model from its configs:
+    with ``use_chars``, a character vocabulary of ``data_config.chars`` and the character-level
+    word vector ``config.char_repr``; otherwise word embeddings only."""
+    c, d = config, data_config
+    chars = Vocab(d.chars or [], specials=CHAR_SPECIALS, level="char") if use_chars else None
+    encoder = TokenEncoder(vocab, chars, d.lowercase, d.max_word_len)
+    embedder = TokenEmbedder(
+        len(vocab),
+        c.embed_size,
+        vocab.unk_id,
+        c.char_repr if chars is not None else "none",
+        len(chars) if chars is not None else 0,
+        c.char_embed_size,
+        c.char_hidden_size,
+        c.char_kernel,
+        c.word_dropout,
+        c.embed_init,
+    )
+    return encoder, embedder
 
 
 def char_vocab(token_lists: Sequence[Sequence[str]]) -> Vocab:

@@ -20,9 +20,9 @@ from rnnkit.inference import (
 )
 from rnnkit.metrics import classification_report, plot_confusion_matrix
 from rnnkit.tasks.base import Output, TaskModel
-from rnnkit.tasks.classifier.config import CHAR_SPECIALS, POOLINGS
+from rnnkit.tasks.classifier.config import POOLINGS
 from rnnkit.tasks.classifier.data import encode_all, read_examples, read_split
-from rnnkit.tasks.classifier.encoders import TokenEmbedder, TokenEncoder
+from rnnkit.tasks.classifier.encoders import token_features
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
 from rnnkit.tasks.common.batching import Example, collate, length_sorted_batches, to_device
 from rnnkit.tasks.common.recurrent import recurrent_for
@@ -70,24 +70,8 @@ class Classifier(TaskModel):
         else:
             if vocab is None:
                 raise ValueError("a text classifier needs a vocabulary")
-            chars = (
-                Vocab(d.chars, specials=CHAR_SPECIALS, level="char")
-                if c.char_repr != "none" and d.level == "word"
-                else None
-            )
-            self.encoder = TokenEncoder(vocab, chars, d.lowercase, d.max_word_len)
-            self.embedder = TokenEmbedder(
-                len(vocab),
-                c.embed_size,
-                vocab.unk_id,
-                c.char_repr if chars is not None else "none",
-                len(chars) if chars is not None else 0,
-                c.char_embed_size,
-                c.char_hidden_size,
-                c.char_kernel,
-                c.word_dropout,
-                c.embed_init,
-            )
+            use_chars = c.char_repr != "none" and d.level == "word"
+            self.encoder, self.embedder = token_features(c, d, vocab, use_chars)
             input_size = self.embedder.out_size
         self.rnn = recurrent_for(c, input_size)
         features = c.hidden_size * (2 if c.bidirectional else 1)

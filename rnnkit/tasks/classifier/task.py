@@ -13,9 +13,10 @@ from rnnkit.tasks.classifier.config import ClassifierConfig, ClassifierData
 from rnnkit.tasks.classifier.data import encode_all, read_split, resolve_data
 from rnnkit.tasks.classifier.encoders import load_word_vectors
 from rnnkit.tasks.classifier.model import Classifier
-from rnnkit.tasks.common.batching import BucketedBatches, collate
+from rnnkit.tasks.common.batching import BucketedBatches, batch_and_seed, collate
 
 if TYPE_CHECKING:
+    from rnnkit.data.vocab import Vocab
     from rnnkit.tasks.common.batching import Example
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,7 @@ class ClassificationTraining(BucketedBatches):
     ):
         if not train:
             raise DataError("no training examples")
-        self.model = model
-        self.train = train
-        self.valid = valid
-        self.batch_size = batch_size
-        self.seed = seed
-        self._sort_keys = [e.length for e in train]
-        self._epoch, self._plan = -1, []
+        super().__init__(model, train, valid, batch_size, seed, [e.length for e in train])
 
     def batch(self, epoch: int, index: int) -> dict[str, Tensor | None]:
         return collate([self.train[i] for i in self._plan_for(epoch)[index]])
@@ -60,50 +55,92 @@ class ClassificationTraining(BucketedBatches):
 # ---------------------------------------------------------------------------------------------
 # Task registry entry
 # ---------------------------------------------------------------------------------------------
-class _ClassifyTask:
-    """Classify whole sequences: text (sentiment, topics) or rows of numbers (digits)."""
+class LabelledTextTask:
+    """The ``TASK`` of a model of labelled text, shared by the classifier and the tagger.
 
-    name = "classify"
-    sections = {"model": ClassifierConfig, "data": ClassifierData}
+    ``build`` reads the train and validation splits, fills the label set and vocabularies from
+    the training split (``resolve_data``), builds ``model_class`` (its word embeddings seeded
+    from ``--embeddings`` when given) and its training task; ``restore`` rebuilds both from a
+    run. A subclass names ``name``, ``sections``, ``model_class`` and ``training_class`` and
+    gives the data hooks.
+    """
+
+    name: str
+    sections: dict[str, type]
+    model_class: type[nn.Module]
+    training_class: type[BucketedBatches]
+
+    def read_split(self, data_cfg: Any, part: str) -> Any:
+        """The ``"train"`` or ``"valid"`` examples, as read from the files."""
+        raise NotImplementedError
+
+    def resolve_data(self, data_cfg: Any, train: Any) -> Vocab | None:
+        """Fill ``data_cfg``'s label set (and characters) from ``train``; the word vocabulary."""
+        raise NotImplementedError
+
+    def encode(self, model: nn.Module, examples: Any, where: str) -> list[Example]:
+        """The examples as the model reads them (``where`` names them in errors)."""
+        raise NotImplementedError
+
+    def training(self, model: nn.Module, train: Any, valid: Any, train_cfg) -> BucketedBatches:
+        """``training_class`` over the encoded splits."""
+        return self.training_class(
+            model,
+            self.encode(model, train, "training data"),
+            self.encode(model, valid, "validation data"),
+            *batch_and_seed(train_cfg, 32),
+        )
+
+    def check_data(self, model: nn.Module, train: Any) -> None:
+        """A ``DataError`` where the training data breaks what the model assumes."""
+
+    def log_data(self, model: nn.Module, train: Any, valid: Any) -> None:
+        """One log line on the data the model was built from."""
 
     def build(self, configs: dict[str, Any], train_cfg, device):
-        model_cfg: ClassifierConfig = configs["model"]
-        data_cfg: ClassifierData = configs["data"]
-        train_raw = read_split(data_cfg, "train")
-        valid_raw = read_split(data_cfg, "valid")
-        vocab = resolve_data(data_cfg, train_raw)
-        model = Classifier(model_cfg, data_cfg, vocab).to(device)
+        data_cfg = configs["data"]
+        train, valid = self.read_split(data_cfg, "train"), self.read_split(data_cfg, "valid")
+        vocab = self.resolve_data(data_cfg, train)
+        model = self.model_class(configs["model"], data_cfg, vocab).to(device)
         if data_cfg.embeddings:
             if model.embedder is None:
                 raise DataError("--embeddings needs text input (not format=numeric)")
             load_word_vectors(model.embedder.embedding, vocab, data_cfg.embeddings)
-        log.info(
-            "data: %d training and %d validation examples, %d classes %s%s",
-            len(train_raw.labels),
-            len(valid_raw.labels),
-            len(data_cfg.labels),
-            data_cfg.labels[:10],
-            f", vocabulary of {len(vocab)} {data_cfg.level}s" if vocab is not None else "",
-        )
-        return model, self._training(model, train_raw, valid_raw, train_cfg)
-
-    @staticmethod
-    def _training(model, train_raw, valid_raw, train_cfg) -> ClassificationTraining:
-        train = encode_all(model, train_raw, "training data")
-        valid = encode_all(model, valid_raw, "validation data")
-        seed = train_cfg.seed if train_cfg is not None else 0
-        batch = train_cfg.batch_size if train_cfg is not None else 32
-        return ClassificationTraining(model, train, valid, batch, seed)
+        self.check_data(model, train)
+        self.log_data(model, train, valid)
+        return model, self.training(model, train, valid, train_cfg)
 
     def restore(self, saved: dict[str, Any], vocab, device, train_cfg=None, with_data=False):
-        model_cfg, data_cfg = saved_configs(saved, ClassifierConfig, ClassifierData)
-        model = Classifier(model_cfg, data_cfg, vocab).to(device)
+        model_cfg, data_cfg = saved_configs(saved, self.sections["model"], self.sections["data"])
+        model = self.model_class(model_cfg, data_cfg, vocab).to(device)
         training = None
         if with_data:
-            training = self._training(
-                model, read_split(data_cfg, "train"), read_split(data_cfg, "valid"), train_cfg
-            )
+            train, valid = self.read_split(data_cfg, "train"), self.read_split(data_cfg, "valid")
+            training = self.training(model, train, valid, train_cfg)
         return model, training
+
+
+class _ClassifyTask(LabelledTextTask):
+    """Classify whole sequences: text (sentiment, topics) or rows of numbers (digits)."""
+
+    name = "classify"
+    sections = {"model": ClassifierConfig, "data": ClassifierData}
+    model_class = Classifier
+    training_class = ClassificationTraining
+    read_split = staticmethod(read_split)
+    resolve_data = staticmethod(resolve_data)
+    encode = staticmethod(encode_all)
+
+    def log_data(self, model, train, valid) -> None:
+        d = model.data_config
+        log.info(
+            "data: %d training and %d validation examples, %d classes %s%s",
+            len(train.labels),
+            len(valid.labels),
+            len(d.labels),
+            d.labels[:10],
+            f", vocabulary of {len(model.vocab)} {d.level}s" if model.vocab is not None else "",
+        )
 
 
 TASK = _ClassifyTask()

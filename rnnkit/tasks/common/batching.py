@@ -1,11 +1,13 @@
-"""Sentence batching shared by the text tasks: examples, padding, length buckets, holdout split."""
+"""Sentence batching shared by the text tasks: examples, padding, length buckets, holdout split
+(and reading a validation file or holding one out)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +16,8 @@ from torch import Tensor
 from rnnkit.data.batching import pad_sequences
 from rnnkit.errors import DataError
 from rnnkit.train import IndependentBatches
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -93,23 +97,79 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
 
 
+def read_with_validation(
+    path: str | Path,
+    valid_path: str | None,
+    read: Callable[[str | Path], T],
+    hold_out: Callable[[T], tuple[T, T, str]],
+) -> tuple[T, T, str]:
+    """(train, valid, where they came from): ``read(path)`` trains and ``read(valid_path)``
+    validates; without a validation file ``hold_out(read(path))`` splits it into (train, valid,
+    how the validation part was held out)."""
+    everything = read(path)
+    if valid_path:
+        return everything, read(valid_path), f"{path} (validation: {valid_path})"
+    train, valid, how = hold_out(everything)
+    return train, valid, f"{path} ({how})"
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-class BucketedBatches(IndependentBatches):
-    """Mixin: each epoch's batches group examples of similar ``_sort_keys`` (lengths), in an
-    order drawn from (seed, epoch) so a resumed run sees the same batches. Needs ``train``,
-    ``batch_size``, ``seed``, ``_sort_keys`` and ``_epoch, _plan = -1, []``."""
+class PlannedBatches(IndependentBatches):
+    """Training examples held in memory, served to :func:`rnnkit.train.fit` as
+    ``ceil(len(train) / batch_size)`` batches an epoch. Epoch e's plan (the example indices of
+    each batch) is drawn by :meth:`draw_plan` from a generator seeded with (seed, e), so a
+    resumed run sees exactly the same batches."""
+
+    def __init__(self, model: Any, train: Sequence[Any], valid: Any, batch_size: int, seed: int):
+        self.model = model
+        self.train = train
+        self.valid = valid
+        self.batch_size = batch_size
+        self.seed = seed
+        self._epoch, self._plan = -1, []
+
+    def draw_plan(self, rng: np.random.Generator) -> list[list[int]]:
+        """One epoch's batches of indices into ``train``."""
+        raise NotImplementedError
 
     def batches_per_epoch(self) -> int:
         return math.ceil(len(self.train) / self.batch_size)
 
     def _plan_for(self, epoch: int) -> list[list[int]]:
         if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._plan = bucket_batches(self._sort_keys, self.batch_size, rng)
+            self._plan = self.draw_plan(np.random.default_rng([self.seed, epoch]))
             self._epoch = epoch
         return self._plan
 
     def start_epoch(self, epoch: int) -> None:
         self._plan_for(epoch)
+
+
+class BucketedBatches(PlannedBatches):
+    """:class:`PlannedBatches` whose batches group examples of similar ``sort_keys`` (lengths):
+    see :func:`bucket_batches`."""
+
+    def __init__(
+        self,
+        model: Any,
+        train: Sequence[Any],
+        valid: Any,
+        batch_size: int,
+        seed: int,
+        sort_keys: Sequence[int],
+    ):
+        super().__init__(model, train, valid, batch_size, seed)
+        self._sort_keys = list(sort_keys)
+
+    def draw_plan(self, rng: np.random.Generator) -> list[list[int]]:
+        return bucket_batches(self._sort_keys, self.batch_size, rng)
+
+
+def batch_and_seed(train_cfg: Any, batch_size: int) -> tuple[int, int]:
+    """(batch size, seed) of a run's training config; without one (a model restored only to be
+    evaluated) the task's default ``batch_size`` and seed 0."""
+    if train_cfg is None:
+        return batch_size, 0
+    return train_cfg.batch_size, train_cfg.seed

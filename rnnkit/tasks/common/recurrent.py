@@ -20,6 +20,7 @@ __all__ = [
     "COMMON_OPTIONS",
     "LAYERS",
     "CellOptions",
+    "RecurrentOptions",
     "build_recurrent",
     "recurrent_for",
 ]
@@ -93,6 +94,16 @@ class CellOptions:
         default="default",
         metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
     )
+
+
+@dataclass
+class RecurrentOptions(CellOptions):
+    """:class:`CellOptions` and the two fields of the recurrent core that the classifier, the
+    tagger and the language model declare alike: ``--cell`` (any layer of ``LAYERS``) and
+    ``--num-layers``."""
+
+    cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
+    num_layers: int = field(default=1, metadata=_opt("stacked recurrent layers"))
 
 
 def recurrent_for(config: Any, input_size: int) -> nn.Module:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from rnnkit.errors import DataError
 from rnnkit.tasks.base import saved_configs
+from rnnkit.tasks.common.batching import batch_and_seed
 from rnnkit.tasks.forecaster.baselines import _errors, persistence, seasonal_naive, select_ar_order
 from rnnkit.tasks.forecaster.config import ForecasterConfig, ForecasterData, _parse_quantiles
 from rnnkit.tasks.forecaster.model import Forecaster
@@ -179,9 +180,7 @@ class _ForecastTask:
         if with_data:
             prepared = prepare_data(data_cfg, data_cfg.window)
             model.set_normalizer(prepared.normalizer)
-            seed = train_cfg.seed if train_cfg is not None else 0
-            batch = train_cfg.batch_size if train_cfg is not None else 32
-            training = ForecastTraining(model, prepared, batch, seed)
+            training = ForecastTraining(model, prepared, *batch_and_seed(train_cfg, 32))
         return model, training
 
 

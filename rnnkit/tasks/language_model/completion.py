@@ -20,12 +20,45 @@ from torch import Tensor
 if TYPE_CHECKING:
     from rnnkit.tasks.language_model.model import TextModel
 
-__all__ = ["complete_subwords", "complete_word", "is_word_boundary", "next_words"]
+__all__ = [
+    "complete_subwords",
+    "complete_word",
+    "is_word_boundary",
+    "next_words",
+    "typed_prefix",
+]
 
 
 def is_word_boundary(ch: str) -> bool:
     """Whether ``ch`` ends a word (not a letter, digit, apostrophe, hyphen or underscore)."""
     return not (ch.isalnum() or ch in "'-_")
+
+
+def typed_prefix(text: str) -> str:
+    """The part of the word being typed at the end of ``text``: what follows its last word
+    boundary (``""`` right after one)."""
+    start = len(text)
+    while start and not is_word_boundary(text[start - 1]):
+        start -= 1
+    return text[start:]
+
+
+def _read(model: TextModel, text: str, unknown: str | None) -> tuple[Tensor, Any]:
+    """(next logits, state) after ``default_context() + text``: conditioned exactly as
+    ``score()`` is, so p(word) = exp(score(text + word) − score(text))."""
+    return model.advance(model.encode(model.default_context() + text, unknown))
+
+
+def _completion(prefix: str, cont: str, boundary: str, log_prob: float) -> dict[str, Any]:
+    """One suggestion: the whole ``word``, the ``continuation`` to type, the likeliest
+    ``boundary`` after it, its ``probability`` and ``log_prob``."""
+    return {
+        "word": prefix + cont,
+        "continuation": cont,
+        "boundary": boundary,
+        "probability": math.exp(log_prob),
+        "log_prob": log_prob,
+    }
 
 
 @torch.no_grad()
@@ -38,8 +71,17 @@ def complete_word(
     unknown: str | None = None,
     context: tuple[Tensor, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """:meth:`TextModel.complete <rnnkit.tasks.language_model.model.TextModel.complete>`: the
-    ``k`` likeliest ways to finish the word at the end of ``text`` (see there)."""
+    """The ``k`` most likely ways to finish the word being typed at the end of ``text`` (as
+    ``TextModel.complete``).
+
+    Beam search over characters until each candidate emits a word boundary (space,
+    punctuation, line end). A completion's probability is p(continuation + boundary | text):
+    the probability that the word is exactly this one, summed over every boundary character
+    that may follow. Returns dicts with ``word`` (the whole word), ``continuation`` (what to
+    type), ``boundary`` (the likeliest character after it), ``probability`` and ``log_prob``.
+    ``context`` is ``(next logits, state)`` after reading ``default_context() + text``, when
+    the caller already holds it (a keyboard session), so the text is not read again.
+    """
     if model.vocab.level == "bpe":
         return complete_subwords(
             model, text, k, beam_size or max(2 * k, 8), max_chars, unknown, context
@@ -48,13 +90,8 @@ def complete_word(
         raise ValueError("complete() on a word-level model: use next_words()")
     model.eval()
     beam_size = beam_size or max(2 * k, 8)
-    prefix = ""
-    for ch in reversed(text):
-        if is_word_boundary(ch):
-            break
-        prefix = ch + prefix
-    # condition exactly as score() does, so p(word) = exp(score(text + word) − score(text))
-    logits, state = context or model.advance(model.encode(model.default_context() + text, unknown))
+    prefix = typed_prefix(text)
+    logits, state = context or _read(model, text, unknown)
     specials = len(model.vocab.specials)
     itos = model.vocab.itos
     boundary_ids = torch.tensor(
@@ -92,16 +129,7 @@ def complete_word(
             lg, st2 = model.advance([idx], st)
             beams.append((lp, cont, lg, st2))
     top_k = heapq.nlargest(k, finished, key=lambda f: f[0])
-    return [
-        {
-            "word": prefix + cont,
-            "continuation": cont,
-            "boundary": boundary,
-            "probability": math.exp(lp),
-            "log_prob": lp,
-        }
-        for lp, cont, boundary in top_k
-    ]
+    return [_completion(prefix, cont, boundary, lp) for lp, cont, boundary in top_k]
 
 
 @torch.no_grad()
@@ -113,12 +141,8 @@ def complete_subwords(
     spelling the word up to (and through the token holding) its boundary. ``context``: as for
     ``complete()``, the (logits, state) after the text when the caller holds them."""
     model.eval()
-    prefix = ""
-    for ch in reversed(text):
-        if is_word_boundary(ch):
-            break
-        prefix = ch + prefix
-    logits, state = context or model.advance(model.encode(model.default_context() + text, unknown))
+    prefix = typed_prefix(text)
+    logits, state = context or _read(model, text, unknown)
     specials = len(model.vocab.specials)
     beams = [(0.0, [], logits, state)]
     finished: dict[str, tuple[float, str]] = {}
@@ -148,16 +172,7 @@ def complete_subwords(
             lg, st2 = model.advance([ids[-1]], st)
             beams.append((lp, ids, lg, st2))
     top_k = heapq.nlargest(k, finished.items(), key=lambda f: f[1][0])
-    return [
-        {
-            "word": prefix + cont,
-            "continuation": cont,
-            "boundary": boundary,
-            "probability": math.exp(lp),
-            "log_prob": lp,
-        }
-        for cont, (lp, boundary) in top_k
-    ]
+    return [_completion(prefix, cont, boundary, lp) for cont, (lp, boundary) in top_k]
 
 
 @torch.no_grad()
@@ -169,8 +184,13 @@ def next_words(
     logits: Tensor | None = None,
     prefix: str = "",
 ) -> list[dict[str, Any]]:
-    """:meth:`TextModel.next_words <rnnkit.tasks.language_model.model.TextModel.next_words>`:
-    the ``k`` likeliest next words of a word model (see there)."""
+    """The ``k`` most likely next words after ``text`` (word-level models; as
+    ``TextModel.next_words``): a phone keyboard's suggestion bar. Probabilities come straight
+    from the model's softmax over the whole vocabulary, so they sum to at most 1; special
+    symbols are never suggested. ``logits`` are the next-word logits after
+    ``default_context() + text`` when the caller holds them (a session); ``prefix`` keeps only
+    the words that start with it (the word being typed), each with the ``continuation`` still
+    to type."""
     if model.vocab.level != "word":
         raise ValueError("next_words() needs a word-level model; use complete() for characters")
     model.eval()

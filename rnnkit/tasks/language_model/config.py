@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 from rnnkit.config import field_meta as _opt
 from rnnkit.data.vocab import EOS
-from rnnkit.tasks.common.recurrent import LAYERS, CellOptions
+from rnnkit.tasks.common.recurrent import RecurrentOptions
 
 
 @dataclass
-class LanguageModelConfig(CellOptions):
+class LanguageModelConfig(RecurrentOptions):
     """Architecture of a recurrent language model."""
 
     model: str = field(
@@ -20,10 +20,8 @@ class LanguageModelConfig(CellOptions):
         ),
     )
     window: int = field(default=8, metadata=_opt("window model: how many previous tokens it sees"))
-    cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
     embed_size: int = field(default=64, metadata=_opt("embedding width"))
     hidden_size: int = field(default=384, metadata=_opt("recurrent state width"))
-    num_layers: int = field(default=1, metadata=_opt("stacked recurrent layers"))
     dropout: float = field(
         default=0.1, metadata=_opt("dropout on embeddings, between layers and before the decoder")
     )

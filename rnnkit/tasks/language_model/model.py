@@ -30,7 +30,8 @@ from rnnkit.regularizers import norm_stabilizer
 from rnnkit.state import map_state
 from rnnkit.tasks.base import Output, TaskModel
 from rnnkit.tasks.common.recurrent import recurrent_for
-from rnnkit.tasks.language_model.completion import complete_word, next_words
+from rnnkit.tasks.language_model.completion import complete_word
+from rnnkit.tasks.language_model.completion import next_words as suggest_next_words
 from rnnkit.tasks.language_model.config import tokenize_text
 from rnnkit.tasks.language_model.sampling import sample_next
 from rnnkit.tasks.language_model.softmax import AdaptiveSoftmax
@@ -245,44 +246,9 @@ class TextModel(TaskModel, TextSampling):
         lp = self.log_probs(text, context, unknown)
         return score_record(text, float(lp.sum()), lp.numel())
 
-    @torch.no_grad()
-    def complete(
-        self,
-        text: str,
-        k: int = 5,
-        beam_size: int | None = None,
-        max_chars: int = 24,
-        unknown: str | None = None,
-        context: tuple[Tensor, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The ``k`` most likely ways to finish the word being typed at the end of ``text``.
-
-        Beam search over characters until each candidate emits a word boundary (space,
-        punctuation, line end). A completion's probability is p(continuation + boundary | text):
-        the probability that the word is exactly this one, summed over every boundary character
-        that may follow. Returns dicts with ``word`` (the whole word), ``continuation`` (what to
-        type), ``boundary`` (the likeliest character after it), ``probability`` and ``log_prob``.
-        ``context`` is ``(next logits, state)`` after reading ``default_context() + text``, when
-        the caller already holds it (a keyboard session), so the text is not read again.
-        """
-        return complete_word(self, text, k, beam_size, max_chars, unknown, context)
-
-    @torch.no_grad()
-    def next_words(
-        self,
-        text: str,
-        k: int = 5,
-        unknown: str | None = None,
-        logits: Tensor | None = None,
-        prefix: str = "",
-    ) -> list[dict[str, Any]]:
-        """The ``k`` most likely next words after ``text`` (word-level models): a phone
-        keyboard's suggestion bar. Probabilities come straight from the model's softmax over the
-        whole vocabulary, so they sum to at most 1; special symbols are never suggested.
-        ``logits`` are the next-word logits after ``default_context() + text`` when the caller
-        holds them (a session); ``prefix`` keeps only the words that start with it (the word
-        being typed), each with the ``continuation`` still to type."""
-        return next_words(self, text, k, unknown, logits, prefix)
+    #: the word being typed, finished; the next words (both in :mod:`.completion`)
+    complete = complete_word
+    next_words = suggest_next_words
 
     @torch.no_grad()
     def evaluate_ids(self, ids: list[int] | Tensor, chunk: int = 1024) -> dict[str, float]:

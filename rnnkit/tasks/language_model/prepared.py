@@ -18,10 +18,7 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-
 from rnnkit.data.prepared import MemmapStreams, PreparedCorpus, is_prepared, prepare_lm
-from rnnkit.distributed import Dist
 from rnnkit.errors import DataError
 from rnnkit.tasks.language_model.task import LanguageModelTraining
 
@@ -101,32 +98,12 @@ class PreparedLanguageModelTraining(LanguageModelTraining):
     the validation split is evaluated in chunks converted one at a time.
     """
 
-    def __init__(self, model, train_ids: np.ndarray, valid_ids: np.ndarray, batch_size, bptt):
-        self.model = model
-        self.train_ids = train_ids
-        self.valid_ids = valid_ids
-        self.batch_size = batch_size
-        self.bptt = bptt
-        self.state = None
-        group = Dist()
-        if batch_size % group.world:
-            raise DataError(
-                f"batch_size {batch_size} is the global batch and must divide evenly between "
-                f"{group.world} processes"
-            )
-        per_rank = batch_size // group.world
-        self._rows = slice(group.rank * per_rank, (group.rank + 1) * per_rank)
-        self._epoch = -1
-        self._streams = None
-        n = train_ids.shape[0]
-        # the fewest full windows any epoch offset yields (as LanguageModelTraining counts them)
-        per_stream = (n - bptt) // batch_size - 1 if n > bptt else 0
-        self._per_epoch = max(0, per_stream) // bptt
-        if self._per_epoch < 1:
-            raise DataError(
-                f"the training text has {n} tokens: too short for batch_size "
-                f"{batch_size} × bptt {bptt}; need at least {batch_size * (2 * bptt + 1)}"
-            )
+    def _fewest_windows(self) -> int:
+        """As :class:`LanguageModelTraining` counts them, without reading the map:
+        ⌊(⌊(n − bptt) / B⌋ − 1) / bptt⌋ windows of B streams (n ids)."""
+        n, bptt = self.train_ids.shape[0], self.bptt
+        per_stream = (n - bptt) // self.batch_size - 1 if n > bptt else 0
+        return max(0, per_stream) // bptt
 
     def _streams_for(self, epoch: int) -> MemmapStreams:
         if self._epoch != epoch or self._streams is None:

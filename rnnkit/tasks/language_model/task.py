@@ -15,6 +15,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.distributed import Dist
 from rnnkit.errors import DataError
 from rnnkit.state import detach_state
+from rnnkit.tasks.common.batching import read_with_validation
 from rnnkit.tasks.language_model.config import LanguageModelConfig, LanguageModelData, tokenize_text
 from rnnkit.tasks.language_model.model import build_language_model
 
@@ -59,14 +60,17 @@ class LanguageModelTraining:
         self._epoch = -1
         self._streams: StreamBatches | None = None
         # the fewest full windows any epoch offset yields: every epoch has this many steps
-        self._per_epoch = StreamBatches(
-            train_ids[bptt:], batch_size, bptt, drop_last=True
-        ).num_windows
+        self._per_epoch = self._fewest_windows()
         if self._per_epoch < 1:
             raise DataError(
-                f"the training text has {train_ids.numel()} tokens: too short for batch_size "
+                f"the training text has {len(train_ids)} tokens: too short for batch_size "
                 f"{batch_size} × bptt {bptt}; need at least {batch_size * (2 * bptt + 1)}"
             )
+
+    def _fewest_windows(self) -> int:
+        """Full windows of the shortest epoch: the text after the largest offset (``bptt``)."""
+        rest = self.train_ids[self.bptt :]
+        return StreamBatches(rest, self.batch_size, self.bptt, drop_last=True).num_windows
 
     def batches_per_epoch(self) -> int:
         return self._per_epoch
@@ -138,14 +142,15 @@ def read_corpus(data: LanguageModelData) -> tuple[str, str, str]:
         train = read_text(train_path, data.encoding)
         valid = read_text(valid_path, data.encoding)
         return train, valid, f"{train_path} (validation: {valid_path})"
-    path = Path(data.data) if data.data else bundled_path(TINY_SHAKESPEARE)
-    text = read_text(path, data.encoding)
-    if data.valid:
-        train, valid = text, read_text(data.valid, data.encoding)
-        where = f"{path} (validation: {data.valid})"
-    else:
+
+    def hold_out(text: str) -> tuple[str, str, str]:
         train, valid = split_text(text, data.valid_fraction)
-        where = f"{path} (last {data.valid_fraction:.0%} held out for validation)"
+        return train, valid, f"last {data.valid_fraction:.0%} held out for validation"
+
+    path = Path(data.data) if data.data else bundled_path(TINY_SHAKESPEARE)
+    train, valid, where = read_with_validation(
+        path, data.valid, lambda p: read_text(p, data.encoding), hold_out
+    )
     if len(valid) < 2:
         raise DataError(f"the validation text is too short ({len(valid)} characters)", path=path)
     return train, valid, where

@@ -12,7 +12,7 @@ from torch import Tensor
 from rnnkit.errors import DataError
 from rnnkit.metrics import bleu_scores
 from rnnkit.tasks.base import saved_configs
-from rnnkit.tasks.common.batching import BucketedBatches
+from rnnkit.tasks.common.batching import BucketedBatches, batch_and_seed
 from rnnkit.tasks.seq2seq.config import Seq2SeqConfig, Seq2SeqData
 from rnnkit.tasks.seq2seq.data import (
     _sorted_chunks,
@@ -50,14 +50,10 @@ class TranslationTraining(BucketedBatches):
     ):
         if not train:
             raise DataError("no training pairs")
-        self.model = model
-        self.train, self.valid = train, valid
-        self.batch_size = batch_size
-        self.seed = seed
-        self.bleu = bleu
         # sort key inside a pool: source length, then target length
-        self._sort_keys = [1000 * len(p.source) + len(p.target) for p in train]
-        self._epoch, self._plan = -1, []
+        keys = [1000 * len(p.source) + len(p.target) for p in train]
+        super().__init__(model, train, valid, batch_size, seed, keys)
+        self.bleu = bleu
 
     def batch(self, epoch: int, index: int) -> dict[str, Tensor]:
         m = self.model
@@ -124,14 +120,11 @@ class _TranslateTask:
     @staticmethod
     def _training(model, train, valid, train_cfg) -> TranslationTraining:
         d = model.data_config
-        seed = train_cfg.seed if train_cfg is not None else 0
-        batch = train_cfg.batch_size if train_cfg is not None else 64
         return TranslationTraining(
             model,
             encode_pairs(model, *train, max_len=d.max_len),
             encode_pairs(model, *valid),
-            batch,
-            seed,
+            *batch_and_seed(train_cfg, 64),
             d.bleu,
         )
 
