@@ -32,6 +32,13 @@ UNKNOWN_MODES = ("unk", "error", "drop")
 _MAX_LISTED = 10  # unknown symbols quoted in an error message before "and N more"
 
 
+def _special_id_property(symbol: str) -> property:
+    return property(
+        lambda self: self._special_id(symbol),
+        doc=f"The id of ``{symbol}``, or ``None`` when it is not one of the specials.",
+    )
+
+
 class SpecialIds:
     """``pad_id``, ``unk_id``, ``bos_id`` and ``eos_id``: the id of ``<pad>``, ``<unk>``, ``<bos>``
     and ``<eos>`` when the symbol is one of the vocabulary's specials, else ``None``.
@@ -42,21 +49,10 @@ class SpecialIds:
     def _special_id(self, symbol: str) -> int | None:
         raise NotImplementedError
 
-    @property
-    def pad_id(self) -> int | None:
-        return self._special_id(PAD)
-
-    @property
-    def unk_id(self) -> int | None:
-        return self._special_id(UNK)
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._special_id(BOS)
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._special_id(EOS)
+    pad_id = _special_id_property(PAD)
+    unk_id = _special_id_property(UNK)
+    bos_id = _special_id_property(BOS)
+    eos_id = _special_id_property(EOS)
 
 
 class Vocab(SpecialIds):
