@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: the fields of a :class:`CellSpec`, each set by the flag of the same name
 CELL_FLAGS = ("cell", "nonlinearity", "init", "layer_norm", "forget_bias", "init_scale")
+#: the fields of a :class:`MemoryConfig` set by the ``bench memory`` flag of the same name
+MEMORY_FLAGS = tuple("task hidden_size batch_size lr optimizer init_scale eval_every noise".split())
 
 
 def add_cell_options(p) -> None:
@@ -231,8 +233,7 @@ def cmd_bench_memory(args) -> int:
     if steps < 1:
         raise ValueError(f"--steps must be at least 1; got {steps}")
     base = MemoryConfig(
-        **flag_values(args, "task", "hidden_size", "batch_size", "lr", "optimizer"),
-        **flag_values(args, "init_scale", "eval_every", "noise"),
+        **flag_values(args, *MEMORY_FLAGS),
         steps=steps,
         copy_symbols=args.symbols,
         stop_on_success=not args.full_budget,

@@ -72,8 +72,7 @@ def generate_tunes(model, args: argparse.Namespace) -> int:
     request = MusicRequest(
         tunes=n,
         unit=args.unit_length,
-        **flag_values(args, "prompt", "key", "meter", "title", "max_chars"),
-        **flag_values(args, *SAMPLING_FLAGS),
+        **flag_values(args, "prompt", "key", "meter", "title", "max_chars", *SAMPLING_FLAGS),
     )
     tunes = [GeneratedTune(t["number"], t["abc"], t["ended"]) for t in model.infer(request).tunes]
     out = Path(args.out) if args.out else None
