@@ -169,6 +169,31 @@ _SAMPLING = {
 }
 
 
+def _items(kind: type[Message], rows: list[Any]) -> list[dict[str, Any]]:
+    """Check each per-input row against ``kind`` and keep it as its plain dict."""
+    return [kind.from_json(r if isinstance(r, dict) else r.to_json()).to_json() for r in rows]
+
+
+class PerInputResult(Message):
+    """A result whose one field lists a row per input, in input order: each row is checked
+    against ``row`` (a message type; ``None``: kept as given) and ``lines()`` gives the rows,
+    which is what ``rnnkit <verb> --json`` prints, one line each."""
+
+    row: ClassVar[type[Message] | None] = None
+
+    def _rows_name(self) -> str:
+        return dataclasses.fields(self)[0].name
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.row is not None:
+            name = self._rows_name()
+            setattr(self, name, _items(self.row, getattr(self, name)))
+
+    def lines(self) -> list[dict[str, Any]]:
+        return list(getattr(self, self._rows_name()))
+
+
 # ---------------------------------------------------------------------------------------------
 # language model (lm, music runs answer generate too)
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +270,7 @@ class TextScore(Message):
 
 
 @dataclass
-class ScoreResult(Message):
+class ScoreResult(PerInputResult):
     """The scores of a :class:`ScoreRequest`, in input order; ``lines()`` is ``score --json``.
 
     >>> ScoreResult([{"text": "ab", "log_prob": -2.0, "tokens": 2, "nats_per_token": 1.0,
@@ -254,12 +279,7 @@ class ScoreResult(Message):
     """
 
     scores: list[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.scores = [TextScore.from_json(s).to_json() for s in self.scores]
-
-    def lines(self) -> list[dict[str, Any]]:
-        return list(self.scores)
+    row: ClassVar = TextScore
 
 
 @dataclass
@@ -343,13 +363,8 @@ class Classification(Message):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _items(kind: type[Message], rows: list[Any]) -> list[dict[str, Any]]:
-    """Check each per-input row against ``kind`` and keep it as its plain dict."""
-    return [kind.from_json(r if isinstance(r, dict) else r.to_json()).to_json() for r in rows]
-
-
 @dataclass
-class ClassifyResult(Message):
+class ClassifyResult(PerInputResult):
     """One :class:`Classification` per input, in order; ``lines()`` is ``classify --json``.
 
     >>> ClassifyResult([{"input": "good", "label": "pos", "probability": 0.9,
@@ -358,12 +373,7 @@ class ClassifyResult(Message):
     """
 
     predictions: list[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.predictions = _items(Classification, self.predictions)
-
-    def lines(self) -> list[dict[str, Any]]:
-        return list(self.predictions)
+    row: ClassVar = Classification
 
 
 @dataclass
@@ -391,7 +401,7 @@ class TaggedSentence(Message):
 
 
 @dataclass
-class TagResult(Message):
+class TagResult(PerInputResult):
     """One :class:`TaggedSentence` per input; ``lines()`` is ``tag --json``.
 
     >>> TagResult([{"tokens": ["Paris"], "tags": ["B-LOC"]}]).lines()[0]["tags"]
@@ -399,12 +409,7 @@ class TagResult(Message):
     """
 
     sentences: list[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.sentences = _items(TaggedSentence, self.sentences)
-
-    def lines(self) -> list[dict[str, Any]]:
-        return list(self.sentences)
+    row: ClassVar = TaggedSentence
 
 
 @dataclass
@@ -444,7 +449,7 @@ class Translation(Message):
 
 
 @dataclass
-class TranslateResult(Message):
+class TranslateResult(PerInputResult):
     """One :class:`Translation` per input; ``lines()`` is ``translate --json``.
 
     >>> TranslateResult([{"source": "il pleut", "translation": "it rains",
@@ -453,12 +458,7 @@ class TranslateResult(Message):
     """
 
     translations: list[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.translations = _items(Translation, self.translations)
-
-    def lines(self) -> list[dict[str, Any]]:
-        return list(self.translations)
+    row: ClassVar = Translation
 
 
 @dataclass
@@ -496,7 +496,7 @@ class Caption(Message):
 
 
 @dataclass
-class CaptionResult(Message):
+class CaptionResult(PerInputResult):
     """One :class:`Caption` per image; ``lines()`` is ``caption --json``.
 
     >>> CaptionResult([{"image": "dog.jpg", "caption": "a dog", "words": ["a", "dog"],
@@ -505,12 +505,7 @@ class CaptionResult(Message):
     """
 
     captions: list[dict[str, Any]]
-
-    def __post_init__(self) -> None:
-        self.captions = _items(Caption, self.captions)
-
-    def lines(self) -> list[dict[str, Any]]:
-        return list(self.captions)
+    row: ClassVar = Caption
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,7 +569,7 @@ class MusicRequest(Message):
 
 
 @dataclass
-class MusicResult(Message):
+class MusicResult(PerInputResult):
     """The tunes: each ``number``, its ``abc`` text and why sampling ``ended`` (``eos``,
     ``blank line``, ``next tune`` or ``max_chars``).
 
@@ -583,9 +578,6 @@ class MusicResult(Message):
     """
 
     tunes: list[dict[str, Any]]
-
-    def lines(self) -> list[dict[str, Any]]:
-        return list(self.tunes)
 
 
 def refuse(model: Any, request: Any) -> Message:

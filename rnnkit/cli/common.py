@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = [
     "ENSEMBLE_HELP",
+    "SAMPLING_FLAGS",
     "UsageError",
     "add_run_options",
+    "add_tag_option",
+    "flag_values",
     "load_ensemble",
     "load_run",
     "load_run_as",
@@ -34,15 +38,21 @@ ENSEMBLE_HELP = (
 )
 
 
+#: the sampling flags of ``generate`` (text and tunes), named as the requests' fields
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")
+
+TAG_HELP = "which weights: best validation loss (default) or the last checkpoint"
+
+
+def add_tag_option(p: argparse.ArgumentParser, help: str = TAG_HELP) -> None:
+    """``--tag best|last``: which of a run's weights to load (``best.safetensors`` by default)."""
+    p.add_argument("--tag", default="best", choices=("best", "last"), help=help)
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """``RUN``, ``--tag``, ``--device`` and ``--json``: the options of every inference verb."""
     p.add_argument("run", metavar="RUN", help="run directory written by `rnnkit train`")
-    p.add_argument(
-        "--tag",
-        default="best",
-        choices=("best", "last"),
-        help="which weights: best validation loss (default) or the last checkpoint",
-    )
+    add_tag_option(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--json", action="store_true", help="print JSON (one object per input)")
 
@@ -94,6 +104,12 @@ def make_request(kind: type, flags: dict[str, str] | None = None, **fields):
                 flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
                 message = flag + message[len(prefix) - 1 :]
         raise UsageError(message) from None
+
+
+def flag_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """``{name: args.<name>}`` for each name: the flags that fill the fields (or keyword
+    arguments) of the same names."""
+    return {name: getattr(args, name) for name in names}
 
 
 def unknown_policy(args: argparse.Namespace) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.cli.common import add_tag_option, flag_values
 from rnnkit.insight import (
     DEFAULT_LR,
     MEMORY_CELLS,
@@ -42,6 +43,12 @@ from rnnkit.insight import (
 )
 
 log = logging.getLogger(__name__)
+
+
+#: the fields of a :class:`CellSpec`, each set by the flag of the same name
+CELL_FLAGS = ("cell", "nonlinearity", "init", "layer_norm", "forget_bias", "init_scale")
+#: the fields of a :class:`MemoryConfig` set by the ``bench memory`` flag of the same name
+MEMORY_FLAGS = tuple("task hidden_size batch_size lr optimizer init_scale eval_every noise".split())
 
 
 def add_cell_options(p) -> None:
@@ -83,14 +90,7 @@ def parse_cell_spec(text: str) -> CellSpec:
 
 def spec_from_args(ns: argparse.Namespace) -> CellSpec:
     """The :class:`CellSpec` of parsed cell flags (``--cell`` or a ``--compare`` item)."""
-    return CellSpec(
-        cell=ns.cell,
-        nonlinearity=ns.nonlinearity,
-        init=ns.init,
-        layer_norm=ns.layer_norm,
-        forget_bias=ns.forget_bias,
-        init_scale=ns.init_scale,
-    )
+    return CellSpec(**flag_values(ns, *CELL_FLAGS))
 
 
 def _out_dir(out: str | None, default_name: str) -> Path:
@@ -233,15 +233,8 @@ def cmd_bench_memory(args) -> int:
     if steps < 1:
         raise ValueError(f"--steps must be at least 1; got {steps}")
     base = MemoryConfig(
-        task=args.task,
-        hidden_size=args.hidden_size,
-        batch_size=args.batch_size,
+        **flag_values(args, *MEMORY_FLAGS),
         steps=steps,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        init_scale=args.init_scale,
-        eval_every=args.eval_every,
-        noise=args.noise,
         copy_symbols=args.symbols,
         stop_on_success=not args.full_budget,
     )
@@ -320,7 +313,7 @@ def register(verbs) -> None:
         metavar="RUN",
         help="diagnose a trained language-model run on its validation text (cell flags ignored)",
     )
-    g.add_argument("--tag", choices=("best", "last"), default="best", help="--run weights")
+    add_tag_option(g, help="--run weights")
     g.add_argument("--out", metavar="DIR", help="output folder (default RUN or runs/diagnose-…)")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     g.add_argument("--json", action="store_true", help="print one JSON object per configuration")

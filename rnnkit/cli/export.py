@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rnnkit.cli.common import UsageError
+from rnnkit.cli.common import UsageError, add_tag_option
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -44,11 +44,6 @@ def register(verbs) -> None:
     e.add_argument("run", metavar="RUN", help="run directory written by `rnnkit train`")
     e.add_argument("--format", default="onnx", help="export format (default and only: onnx)")
     e.add_argument("--out", required=True, metavar="DIR", help="folder to write")
-    e.add_argument(
-        "--tag",
-        default="best",
-        choices=("best", "last"),
-        help="which weights: best validation loss (default) or the last checkpoint",
-    )
+    add_tag_option(e)
     e.add_argument("--json", action="store_true", help="print a JSON summary")
     e.set_defaults(func=cmd_export)

@@ -12,7 +12,9 @@ import sys
 
 from rnnkit.cli.common import (
     ENSEMBLE_HELP,
+    SAMPLING_FLAGS,
     add_run_options,
+    flag_values,
     load_ensemble,
     load_run,
     make_request,
@@ -36,10 +38,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         {"max_tokens": "--length"},
         prompt=args.prompt,
         max_tokens=args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
+        **flag_values(args, *SAMPLING_FLAGS),
         unknown=unknown_policy(args),
     )
     stream = None if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))

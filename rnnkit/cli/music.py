@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rnnkit.cli.common import SAMPLING_FLAGS, flag_values
 from rnnkit.inference import MusicRequest
 from rnnkit.tasks.music import GeneratedTune, MusicModel
 
@@ -70,16 +71,8 @@ def generate_tunes(model, args: argparse.Namespace) -> int:
         check = False
     request = MusicRequest(
         tunes=n,
-        prompt=args.prompt,
-        key=args.key,
-        meter=args.meter,
-        title=args.title,
         unit=args.unit_length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        max_chars=args.max_chars,
-        seed=args.seed,
+        **flag_values(args, "prompt", "key", "meter", "title", "max_chars", *SAMPLING_FLAGS),
     )
     tunes = [GeneratedTune(t["number"], t["abc"], t["ended"]) for t in model.infer(request).tunes]
     out = Path(args.out) if args.out else None

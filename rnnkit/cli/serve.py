@@ -10,24 +10,33 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnkit.cli.common import UsageError
+from rnnkit.cli.common import UsageError, flag_values
+
+#: the server's limits, in ``--help`` order: flag, type, default, help. The integer ones are
+#: counts (>= 1) named as ServerSettings' fields; the others are seconds (> 0).
+LIMITS = (
+    ("--max-concurrent", int, 128, "requests worked on at once; more are answered 429 (128)"),
+    ("--max-tokens", int, 2048, "largest max_tokens a completion may ask for (2048)"),
+    ("--max-input-chars", int, 20_000, "characters of text in one request (20000)"),
+    ("--timeout", float, 60.0, "seconds a request may run (60)"),
+    ("--max-sessions", int, 1000, "keyboard sessions held; the least recently used is evicted (1000)"),
+    ("--session-ttl", float, 1800.0, "seconds an idle keyboard session lives (1800)"),
+)  # fmt: skip
+COUNTS = tuple(flag[2:].replace("-", "_") for flag, kind, _, _ in LIMITS if kind is int)
 
 
 def settings_from(args: argparse.Namespace):
     """The :class:`~rnnkit.server.ServerSettings` the flags ask for."""
     from rnnkit.server import ServerSettings
 
-    for flag in ("max_concurrent", "max_tokens", "max_input_chars", "max_sessions"):
+    for flag in COUNTS:
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')}: expected an integer >= 1")
     if args.timeout <= 0 or args.session_ttl <= 0:
         raise UsageError("--timeout and --session-ttl: expected a number of seconds > 0")
     return ServerSettings(
-        max_input_chars=args.max_input_chars,
-        max_tokens=args.max_tokens,
+        **flag_values(args, *COUNTS),
         request_timeout_s=args.timeout,
-        max_concurrent=args.max_concurrent,
-        max_sessions=args.max_sessions,
         session_ttl_s=args.session_ttl,
         batching=not args.no_batching,
         cors_origins=list(args.cors),
@@ -64,18 +73,8 @@ def register(verbs) -> None:
     s.add_argument("runs", nargs="+", metavar="RUN", help="run folder, or NAME=RUN to name it")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (8000)")
-    s.add_argument("--max-concurrent", type=int, default=128,
-                   help="requests worked on at once; more are answered 429 (128)")  # fmt: skip
-    s.add_argument("--max-tokens", type=int, default=2048,
-                   help="largest max_tokens a completion may ask for (2048)")  # fmt: skip
-    s.add_argument("--max-input-chars", type=int, default=20_000,
-                   help="characters of text in one request (20000)")  # fmt: skip
-    s.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds a request may run (60)")  # fmt: skip
-    s.add_argument("--max-sessions", type=int, default=1000,
-                   help="keyboard sessions held; the least recently used is evicted (1000)")  # fmt: skip
-    s.add_argument("--session-ttl", type=float, default=1800.0,
-                   help="seconds an idle keyboard session lives (1800)")  # fmt: skip
+    for flag, kind, default, text in LIMITS:
+        s.add_argument(flag, type=kind, default=default, help=text)
     s.add_argument("--no-batching", action="store_true",
                    help="step every generation alone (the benchmark's baseline)")  # fmt: skip
     s.add_argument("--cors", action="append", default=[], metavar="ORIGIN",

@@ -23,7 +23,7 @@ import torch
 
 from rnnkit.errors import DataError
 
-__all__ = ["StreamBatches", "batchify", "pad_sequences", "sliding_windows"]
+__all__ = ["BpttWindows", "StreamBatches", "batchify", "pad_sequences", "sliding_windows"]
 
 
 def batchify(ids: torch.Tensor | Sequence[int], batch_size: int) -> torch.Tensor:
@@ -69,7 +69,65 @@ def batchify(ids: torch.Tensor | Sequence[int], batch_size: int) -> torch.Tensor
     return ids[: batch_size * length].view(batch_size, length)  # (B, L)
 
 
-class StreamBatches:
+class BpttWindows:
+    """The window arithmetic of truncated BPTT over ``B`` streams of ``L = N // B`` tokens.
+
+    A stream has ``L − 1`` input positions (its last token is a target only). Window ``k`` covers
+    inputs ``s = k·bptt … e − 1`` and targets ``s + 1 … e`` with ``e = min(s + bptt, L − 1)``;
+    there are ``⌈(L − 1) / bptt⌉`` windows (``⌊(L − 1) / bptt⌋`` with ``drop_last``). Subclasses
+    hold the streams and build ``window(i)`` from :meth:`bounds`.
+    """
+
+    def _plan(
+        self, n: int, batch_size: int, bptt: int, drop_last: bool, start: int, what: str
+    ) -> int:
+        """Check the sizes for ``n`` ids and set the windows up; returns ``L``."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if bptt < 1:
+            raise ValueError(f"bptt must be >= 1, got {bptt}")
+        need = batch_size * (bptt + 1)  # each stream needs bptt inputs plus one more target
+        if n < need:
+            raise DataError(
+                f"the {what} has {n} tokens: too short for batch_size {batch_size} × bptt {bptt}; "
+                f"need at least {need} (batch_size × (bptt + 1)); lower batch_size or bptt"
+            )
+        self.batch_size, self.bptt, self.drop_last = batch_size, bptt, drop_last
+        length = n // batch_size
+        positions = length - 1  # input positions per stream (the last is target only)
+        self._positions = positions
+        self._num_windows = positions // bptt if drop_last else math.ceil(positions / bptt)
+        if not 0 <= start <= self._num_windows:
+            raise ValueError(f"start must be in [0, {self._num_windows}], got {start}")
+        self.start = start
+        return length
+
+    @property
+    def num_windows(self) -> int:
+        """Windows in a whole epoch, regardless of ``start``."""
+        return self._num_windows
+
+    def __len__(self) -> int:
+        return self._num_windows - self.start
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        """``(s, e)`` of window ``i`` (negative ``i`` counts from the end)."""
+        if i < 0:
+            i += self._num_windows
+        if not 0 <= i < self._num_windows:
+            raise IndexError(f"window {i} out of range for {self._num_windows} windows")
+        s = i * self.bptt
+        return s, min(s + self.bptt, self._positions)
+
+    def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(self.start, self._num_windows):
+            yield self.window(i)
+
+
+class StreamBatches(BpttWindows):
     """Truncated-BPTT windows over :func:`batchify`'d streams.
 
     Window ``k`` takes inputs from time steps ``s = k * bptt`` up to (not including)
@@ -119,33 +177,9 @@ class StreamBatches:
         ids = torch.as_tensor(ids)
         if ids.dim() != 1:
             raise ValueError(f"expected a 1-D tensor of ids, got shape {tuple(ids.shape)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if bptt < 1:
-            raise ValueError(f"bptt must be >= 1, got {bptt}")
-        n = ids.numel()
-        need = batch_size * (bptt + 1)  # each stream needs bptt inputs plus one more target
-        if n < need:
-            raise DataError(
-                f"the {what} has {n} tokens: too short for batch_size {batch_size} × bptt {bptt}; "
-                f"need at least {need} (batch_size × (bptt + 1)); lower batch_size or bptt"
-            )
-        self.batch_size = batch_size
-        self.bptt = bptt
-        self.drop_last = drop_last
+        self._plan(ids.numel(), batch_size, bptt, drop_last, start, what)
         self.device = None if device is None else torch.device(device)
         self.data = batchify(ids, batch_size)  # (B, L)
-        positions = self.data.size(1) - 1  # input positions per stream (the last is target only)
-        self._positions = positions
-        self._num_windows = positions // bptt if drop_last else math.ceil(positions / bptt)
-        if not 0 <= start <= self._num_windows:
-            raise ValueError(f"start must be in [0, {self._num_windows}], got {start}")
-        self.start = start
-
-    @property
-    def num_windows(self) -> int:
-        """Windows in a whole epoch, regardless of ``start``."""
-        return self._num_windows
 
     @property
     def num_tokens(self) -> int:
@@ -153,28 +187,16 @@ class StreamBatches:
         end = min(self._num_windows * self.bptt, self._positions)
         return self.batch_size * max(0, end - self.start * self.bptt)
 
-    def __len__(self) -> int:
-        return self._num_windows - self.start
-
     def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Window ``i`` of the epoch (negative ``i`` counts from the end): ``(inputs, targets)``,
         each ``(B, l)`` with ``l <= bptt``."""
-        if i < 0:
-            i += self._num_windows
-        if not 0 <= i < self._num_windows:
-            raise IndexError(f"window {i} out of range for {self._num_windows} windows")
-        s = i * self.bptt
-        e = min(s + self.bptt, self._positions)
+        s, e = self.bounds(i)
         inputs = self.data[:, s:e].contiguous()  # (B, l)
         targets = self.data[:, s + 1 : e + 1].contiguous()  # (B, l)
         if self.device is not None:
             inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
         return inputs, targets
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(self.start, self._num_windows):
-            yield self.window(i)
 
     def __repr__(self) -> str:
         return (

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnkit.data.readers import read_text
-from rnnkit.data.tabular import BadLines, iter_lines
+from rnnkit.data.tabular import BadLines, chosen_format, iter_lines
 from rnnkit.fileio import PathLike
 
 __all__ = [
@@ -235,6 +235,11 @@ def read_conll(
     return out
 
 
+def _tagged_format(path: PathLike) -> str:
+    """``conllu`` for a ``*.conllu`` file, else ``conll``."""
+    return "conllu" if Path(path).name.lower().endswith(".conllu") else "conll"
+
+
 def read_tagged(
     path: PathLike,
     format: str = "auto",
@@ -243,10 +248,6 @@ def read_tagged(
     skip_bad_lines: bool = False,
 ) -> list[TaggedSentence]:
     """CoNLL-U (``column`` tagged) or two-column CoNLL, by ``format`` or by the file name."""
-    if format not in TAGGED_FORMATS:
-        raise ValueError(f"format must be one of {TAGGED_FORMATS}; got {format!r}")
-    if format == "auto":
-        format = "conllu" if Path(path).name.lower().endswith(".conllu") else "conll"
-    if format == "conllu":
+    if chosen_format(format, TAGGED_FORMATS, _tagged_format, path) == "conllu":
         return read_conllu(path, column, encoding, skip_bad_lines)
     return read_conll(path, encoding=encoding, skip_bad_lines=skip_bad_lines)

@@ -26,6 +26,7 @@ import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -53,7 +54,38 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 # ---------------------------------------------------------------------------------------------
 # Image sources
 # ---------------------------------------------------------------------------------------------
-class ImageTar:
+_Source = TypeVar("_Source", bound="_NamedImages")
+
+
+class _NamedImages:
+    """Images addressed by name: ``names`` (in order), ``in``, ``len()``, and a ``with`` block
+    that ends in :meth:`close`. A source fills ``_entries`` (name → what its ``read`` needs) and
+    defines ``read(name) -> bytes`` and ``where(name)`` (the place named in errors)."""
+
+    _entries: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        """Image names in the source's order."""
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self: _Source) -> _Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ImageTar(_NamedImages):
     """The regular files of a tar archive, addressed by their base name (``dir/x.jpg`` → ``x.jpg``).
 
     Members are read lazily through :meth:`tarfile.TarFile.extractfile`; the archive stays open
@@ -69,30 +101,19 @@ class ImageTar:
             members = self._tar.getmembers()
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"not a readable tar archive ({e})", self.path) from None
-        self._members: dict[str, tarfile.TarInfo] = {}
+        self._entries: dict[str, tarfile.TarInfo] = {}
         for m in members:
             if m.isfile():
-                self._members.setdefault(os.path.basename(m.name), m)
-
-    @property
-    def names(self) -> list[str]:
-        """Member base names in archive order."""
-        return list(self._members)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._members
-
-    def __len__(self) -> int:
-        return len(self._members)
+                self._entries.setdefault(os.path.basename(m.name), m)
 
     def where(self, name: str) -> str:
         return f"{self.path}:{name}"
 
     def read(self, name: str) -> bytes:
-        if name not in self._members:
+        if name not in self._entries:
             raise DataError(f"no member {name!r} in the archive", self.path)
         try:
-            f = self._tar.extractfile(self._members[name])
+            f = self._tar.extractfile(self._entries[name])
             return f.read() if f is not None else b""
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"cannot read this member ({e})", self.where(name)) from None
@@ -100,52 +121,27 @@ class ImageTar:
     def close(self) -> None:
         self._tar.close()
 
-    def __enter__(self) -> ImageTar:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class ImageFolder:
+class ImageFolder(_NamedImages):
     """Image files directly inside a directory, with the same interface as :class:`ImageTar`."""
 
     def __init__(self, path: PathLike):
         self.path = Path(path)
         if not self.path.is_dir():
             raise DataFileNotFoundError("no such image folder", self.path)
-        self._files = {
+        self._entries: dict[str, Path] = {
             p.name: p
             for p in sorted(self.path.iterdir())
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         }
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._files)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._files
-
-    def __len__(self) -> int:
-        return len(self._files)
-
     def where(self, name: str) -> str:
         return str(self.path / name)
 
     def read(self, name: str) -> bytes:
-        if name not in self._files:
+        if name not in self._entries:
             raise DataFileNotFoundError("no such image", self.path / name)
-        return self._files[name].read_bytes()
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> ImageFolder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
+        return self._entries[name].read_bytes()
 
 
 def open_images(path: PathLike) -> ImageTar | ImageFolder:

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ __all__ = [
     "LabeledText",
     "NumericRows",
     "TEXT_FORMATS",
+    "chosen_format",
     "detect_format",
     "iter_lines",
     "read_classification",
@@ -85,6 +86,15 @@ class BadLines:
         self.path = os.fspath(path)
         self.skip = skip
         self.count = 0
+        self.last_line = 0  # the last line :meth:`records` read
+
+    def records(self, text: str) -> Iterator[tuple[int, str]]:
+        """The lines of ``text`` that are not blank, as :func:`iter_lines` numbers them; the last
+        line read, blank or not, is what :meth:`finish` points at by default."""
+        for number, line in iter_lines(text):
+            self.last_line = number
+            if line.strip():
+                yield number, line
 
     def __call__(self, message: str, line: int) -> None:
         if not self.skip:
@@ -93,8 +103,11 @@ class BadLines:
         if self.count <= _MAX_REPORTED:
             log.warning("%s:%d: %s (skipped)", self.path, line, message)
 
-    def finish(self, kept: int, what: str, last_line: int) -> None:
-        """Log the total skipped; an error when nothing usable is left."""
+    def finish(self, kept: int, what: str, last_line: int | None = None) -> None:
+        """Log the total skipped; an error when nothing usable is left (at ``last_line``, by
+        default the last line :meth:`records` read)."""
+        if last_line is None:
+            last_line = self.last_line
         if self.count > _MAX_REPORTED:
             log.warning("%s: %d malformed lines skipped in all", self.path, self.count)
         if kept == 0:
@@ -154,16 +167,13 @@ def read_labeled_lines(
     are ignored."""
     bad = BadLines(path, skip_bad_lines)
     out: list[LabeledText] = []
-    number = 0
-    for number, line in iter_lines(read_text(path, encoding)):
-        if not line.strip():
-            continue
+    for number, line in bad.records(read_text(path, encoding)):
         parts = line.strip().split(None, 1)
         if len(parts) < 2:
             bad(f"expected '<label> <text>', found only {_clip(parts[0])}", number)
             continue
         out.append(LabeledText(parts[1].strip(), parts[0], number))
-    bad.finish(len(out), "'<label> <text>' lines", number)
+    bad.finish(len(out), "'<label> <text>' lines")
     return out
 
 
@@ -270,10 +280,7 @@ def read_jsonl(
     boolean under ``label_column``. Blank lines are ignored."""
     bad = BadLines(path, skip_bad_lines)
     out: list[LabeledText] = []
-    number = 0
-    for number, line in iter_lines(read_text(path, encoding)):
-        if not line.strip():
-            continue
+    for number, line in bad.records(read_text(path, encoding)):
         try:
             obj = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as e:
@@ -295,8 +302,18 @@ def read_jsonl(
             bad(f"expected a string or integer under {label_column!r}, found {label!r:.40}", number)
             continue
         out.append(LabeledText(body.strip(), label.strip(), number))
-    bad.finish(len(out), "examples", number)
+    bad.finish(len(out), "examples")
     return out
+
+
+def chosen_format(
+    format: str, formats: tuple[str, ...], detect: Callable[[PathLike], str], path: PathLike
+) -> str:
+    """``format`` if it is one of ``formats`` other than ``"auto"``; for ``"auto"``,
+    ``detect(path)`` (the format the file name says); a ``ValueError`` for any other."""
+    if format not in formats:
+        raise ValueError(f"format must be one of {formats}; got {format!r}")
+    return detect(path) if format == "auto" else format
 
 
 def detect_format(path: PathLike) -> str:
@@ -318,9 +335,7 @@ def read_classification(
     skip_bad_lines: bool = False,
 ) -> list[LabeledText]:
     """Read text classification examples in any of :data:`TEXT_FORMATS`."""
-    if format not in TEXT_FORMATS:
-        raise ValueError(f"format must be one of {TEXT_FORMATS}; got {format!r}")
-    fmt = detect_format(path) if format == "auto" else format
+    fmt = chosen_format(format, TEXT_FORMATS, detect_format, path)
     if fmt == "lines":
         return read_labeled_lines(path, encoding, skip_bad_lines)
     if fmt == "jsonl":
@@ -367,10 +382,8 @@ def read_numeric_rows(
     rows: list[list[float]] = []
     labels: list[str] = []
     lines: list[int] = []
-    width, li, number = 0, None, 0
-    for number, line in iter_lines(read_text_maybe_gzip(path, encoding)):
-        if not line.strip():
-            continue
+    width, li = 0, None
+    for number, line in bad.records(read_text_maybe_gzip(path, encoding)):
         fields = [f.strip() for f in line.split(delimiter)]
         if not width:
             width = len(fields)
@@ -426,7 +439,7 @@ def read_numeric_rows(
         rows.append(values)  # type: ignore[arg-type]
         labels.append(fields[li])
         lines.append(number)
-    bad.finish(len(rows), "rows of numbers", number)
+    bad.finish(len(rows), "rows of numbers")
     return NumericRows(np.asarray(rows, dtype=np.float32), labels, lines)
 
 

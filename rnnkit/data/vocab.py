@@ -19,7 +19,7 @@ from rnnkit.data.readers import read_text
 from rnnkit.errors import DataError
 from rnnkit.fileio import PathLike, atomic_write_text
 
-__all__ = ["BOS", "EOS", "PAD", "SPECIALS", "UNK", "Vocab"]
+__all__ = ["BOS", "EOS", "PAD", "SPECIALS", "UNK", "SpecialIds", "Vocab"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,30 @@ UNKNOWN_MODES = ("unk", "error", "drop")
 _MAX_LISTED = 10  # unknown symbols quoted in an error message before "and N more"
 
 
-class Vocab:
+def _special_id_property(symbol: str) -> property:
+    return property(
+        lambda self: self._special_id(symbol),
+        doc=f"The id of ``{symbol}``, or ``None`` when it is not one of the specials.",
+    )
+
+
+class SpecialIds:
+    """``pad_id``, ``unk_id``, ``bos_id`` and ``eos_id``: the id of ``<pad>``, ``<unk>``, ``<bos>``
+    and ``<eos>`` when the symbol is one of the vocabulary's specials, else ``None``.
+
+    A vocabulary gets them by defining ``_special_id(symbol) -> int | None``.
+    """
+
+    def _special_id(self, symbol: str) -> int | None:
+        raise NotImplementedError
+
+    pad_id = _special_id_property(PAD)
+    unk_id = _special_id_property(UNK)
+    bos_id = _special_id_property(BOS)
+    eos_id = _special_id_property(EOS)
+
+
+class Vocab(SpecialIds):
     """An ordered set of tokens with ids ``0 .. len(vocab) - 1``; specials come first.
 
     Args:
@@ -172,22 +195,6 @@ class Vocab:
 
     def _special_id(self, symbol: str) -> int | None:
         return self._stoi[symbol] if symbol in self._specials else None
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._special_id(PAD)
-
-    @property
-    def unk_id(self) -> int | None:
-        return self._special_id(UNK)
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._special_id(BOS)
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._special_id(EOS)
 
     def __len__(self) -> int:
         return len(self._itos)

@@ -34,12 +34,13 @@ import secrets
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnnkit.data.prepared.sources import CHUNK_BYTES, expand_inputs, iter_text
+from rnnkit.data.prepared.sources import CHUNK_BYTES, Source, expand_inputs, iter_text
 from rnnkit.data.prepared.tokenizer import VocabTokenizer, train_bpe, vocab_from_counts
 from rnnkit.data.vocab import EOS
 from rnnkit.errors import DataError
@@ -94,22 +95,52 @@ def _splits(pieces: Iterator[str], cut: int | None) -> Iterator[tuple[str, str]]
         seen += len(piece)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What one ``prepare_lm`` call reads and how: its sources and its (checked) settings."""
+
+    sources: list[Source]
+    valid_sources: list[Source] | None
+    level: str
+    vocab_size: int | None
+    min_freq: int
+    valid_fraction: float
+    encoding: str
+    dtype: str
+    bpe_sample_mb: float
+    chunk_bytes: int
+    progress: bool
+
+    def options(self) -> dict[str, Any]:
+        """The settings that decide the output (``meta.json``'s ``options``; a rerun with the
+        same options and sources does nothing). Settings the level does not use are null."""
+        return {
+            "level": self.level,
+            "vocab_size": self.vocab_size,
+            "min_freq": self.min_freq if self.level == "word" else None,
+            "valid_fraction": None if self.valid_sources is not None else self.valid_fraction,
+            "encoding": self.encoding,
+            "dtype": self.dtype,
+            "bpe_sample_mb": self.bpe_sample_mb if self.level == "bpe" else None,
+        }
+
+
 class _Pass:
     """One pass over a corpus's text (train and valid parts) with a progress bar."""
 
-    def __init__(self, sources, valid_sources, encoding, cut, chunk_bytes, progress, desc):
-        self.sources, self.valid_sources = sources, valid_sources
-        self.encoding, self.cut, self.chunk_bytes = encoding, cut, chunk_bytes
-        total = sum(s.bytes for s in sources) + sum(s.bytes for s in valid_sources or ())
-        self.bar = _bar(total, desc, progress)
+    def __init__(self, job: _Job, cut: int | None, desc: str):
+        self.job, self.cut = job, cut
+        total = sum(s.bytes for s in job.sources) + sum(s.bytes for s in job.valid_sources or ())
+        self.bar = _bar(total, desc, job.progress)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
+        job = self.job
         with self.bar:
-            text = iter_text(self.sources, self.encoding, self.chunk_bytes, self.bar.update)
+            text = iter_text(job.sources, job.encoding, job.chunk_bytes, self.bar.update)
             yield from _splits(text, self.cut)
-            if self.valid_sources:
+            if job.valid_sources:
                 for piece in iter_text(
-                    self.valid_sources, self.encoding, self.chunk_bytes, self.bar.update
+                    job.valid_sources, job.encoding, job.chunk_bytes, self.bar.update
                 ):
                     yield "valid", piece
 
@@ -229,18 +260,6 @@ def _write_ids(passage, tokenizer, dtype, folder: Path) -> dict[str, dict]:
     return splits
 
 
-def _options(level, vocab_size, min_freq, valid_fraction, has_valid, encoding, dtype, sample):
-    return {
-        "level": level,
-        "vocab_size": vocab_size,
-        "min_freq": min_freq if level == "word" else None,
-        "valid_fraction": None if has_valid else valid_fraction,
-        "encoding": encoding,
-        "dtype": dtype,
-        "bpe_sample_mb": sample if level == "bpe" else None,
-    }
-
-
 def read_meta(folder: PathLike) -> dict[str, Any]:
     """``meta.json`` of a prepared folder (a :class:`DataError` naming the file if unusable)."""
     path = Path(folder) / META
@@ -260,15 +279,15 @@ def read_meta(folder: PathLike) -> dict[str, Any]:
     return meta
 
 
-def _up_to_date(out: Path, options, sources, valid_sources) -> dict[str, Any] | None:
+def _up_to_date(out: Path, job: _Job) -> dict[str, Any] | None:
     try:
         meta = read_meta(out)
     except DataError:
         return None
     same = (
-        meta.get("options") == options
-        and meta.get("sources") == [s.to_dict() for s in sources]
-        and meta.get("valid_sources") == [s.to_dict() for s in valid_sources or ()]
+        meta.get("options") == job.options()
+        and meta.get("sources") == [s.to_dict() for s in job.sources]
+        and meta.get("valid_sources") == [s.to_dict() for s in job.valid_sources or ()]
     )
     if not same:
         return None
@@ -365,17 +384,18 @@ def prepare_lm(
     if level == "char" and vocab_size is not None:
         log.info("--vocab-size is not used at char level (every character is kept)")
         vocab_size = None
-    sources = expand_inputs(inputs)
-    valid_sources = expand_inputs(valid, "validation") if valid is not None else None
-    options = _options(
-        level,
-        vocab_size,
-        min_freq,
-        valid_fraction,
-        valid is not None,
-        encoding,
-        dtype,
-        bpe_sample_mb,
+    job = _Job(
+        sources=expand_inputs(inputs),
+        valid_sources=expand_inputs(valid, "validation") if valid is not None else None,
+        level=level,
+        vocab_size=vocab_size,
+        min_freq=min_freq,
+        valid_fraction=valid_fraction,
+        encoding=encoding,
+        dtype=dtype,
+        bpe_sample_mb=bpe_sample_mb,
+        chunk_bytes=chunk_bytes,
+        progress=progress,
     )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -384,9 +404,11 @@ def prepare_lm(
         raise DataError(
             "exists, is not empty and is not a prepared corpus; not replacing it", path=out
         )
-    meta = _up_to_date(out, options, sources, valid_sources)
+    meta = _up_to_date(out, job)
     if meta is not None:
-        log.info("%s is up to date with its %d source file(s): nothing to do", out, len(sources))
+        log.info(
+            "%s is up to date with its %d source file(s): nothing to do", out, len(job.sources)
+        )
         return meta
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -394,21 +416,7 @@ def prepare_lm(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        meta = _prepare_into(
-            tmp,
-            sources,
-            valid_sources,
-            level,
-            vocab_size,
-            min_freq,
-            valid_fraction,
-            encoding,
-            dtype,
-            bpe_sample_mb,
-            chunk_bytes,
-            progress,
-            options,
-        )
+        meta = _prepare_into(tmp, job)
         _fsync_tree(tmp)
         _into_place(tmp, out)
     except BaseException:
@@ -426,30 +434,17 @@ def prepare_lm(
     return meta
 
 
-def _prepare_into(
-    tmp,
-    sources,
-    valid_sources,
-    level,
-    vocab_size,
-    min_freq,
-    valid_fraction,
-    encoding,
-    dtype,
-    bpe_sample_mb,
-    chunk_bytes,
-    progress,
-    options,
-):
+def _prepare_into(tmp: Path, job: _Job) -> dict[str, Any]:
+    """The passes of the module docstring, written into ``tmp``; returns the meta."""
     cut = None
-    if valid_sources is None:
+    if job.valid_sources is None:
         total = 0
-        with _bar(sum(s.bytes for s in sources), "prepare: count", progress) as bar:
-            for piece in iter_text(sources, encoding, chunk_bytes, bar.update):
+        with _bar(sum(s.bytes for s in job.sources), "prepare: count", job.progress) as bar:
+            for piece in iter_text(job.sources, job.encoding, job.chunk_bytes, bar.update):
                 total += len(piece)
         if total == 0:
             raise DataError("the corpus is empty (no characters in the input files)")
-        cut = int((1.0 - valid_fraction) * total)
+        cut = int((1.0 - job.valid_fraction) * total)
         if total - cut < 2:
             raise DataError(
                 f"the validation part is too short ({total - cut} characters of {total}); "
@@ -457,15 +452,18 @@ def _prepare_into(
             )
 
     def passage(desc):
-        return _Pass(sources, valid_sources, encoding, cut, chunk_bytes, progress, desc)
+        return _Pass(job, cut, desc)
 
+    level, dtype = job.level, job.dtype
     if level == "bpe":
         tokenizer = train_bpe(
-            _bpe_sample(passage("prepare: bpe"), int(bpe_sample_mb * 1e6)), vocab_size
+            _bpe_sample(passage("prepare: bpe"), int(job.bpe_sample_mb * 1e6)), job.vocab_size
         )
         tok_file = "tokenizer.json"
     else:
-        tokenizer = _count_vocabulary(passage("prepare: vocab"), level, vocab_size, min_freq)
+        tokenizer = _count_vocabulary(
+            passage("prepare: vocab"), level, job.vocab_size, job.min_freq
+        )
         tok_file = "vocab.json"
     n = len(tokenizer)
     fits16 = n <= UINT16_MAX_VOCAB
@@ -493,9 +491,9 @@ def _prepare_into(
         "dtype": chosen,
         "byteorder": "little",
         "splits": splits,
-        "sources": [s.to_dict() for s in sources],
-        "valid_sources": [s.to_dict() for s in valid_sources or ()],
-        "options": options,
+        "sources": [s.to_dict() for s in job.sources],
+        "valid_sources": [s.to_dict() for s in job.valid_sources or ()],
+        "options": job.options(),
     }
     from rnnkit.fileio import atomic_write_json
     from rnnkit.version import __version__

@@ -13,15 +13,14 @@ folder sees exactly the batches of the in-memory path.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from rnnkit.data.batching import BpttWindows
 from rnnkit.data.prepared.prepare import META, check_sizes, read_meta, verify
 from rnnkit.data.prepared.tokenizer import Tokenizer, load_tokenizer
 from rnnkit.errors import DataError
@@ -103,7 +102,7 @@ class PreparedCorpus:
         )
 
 
-class MemmapStreams:
+class MemmapStreams(BpttWindows):
     """:class:`~rnnkit.data.batching.StreamBatches` windows read from a 1-D array of ids (a
     memory map, or any NumPy view) without loading it.
 
@@ -134,54 +133,19 @@ class MemmapStreams:
     ) -> None:
         if ids.ndim != 1:
             raise ValueError(f"expected a 1-D array of ids, got shape {tuple(ids.shape)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if bptt < 1:
-            raise ValueError(f"bptt must be >= 1, got {bptt}")
-        n = ids.shape[0]
-        need = batch_size * (bptt + 1)
-        if n < need:
-            raise DataError(
-                f"the {what} has {n} tokens: too short for batch_size {batch_size} × bptt {bptt}; "
-                f"need at least {need} (batch_size × (bptt + 1)); lower batch_size or bptt"
-            )
-        self.batch_size, self.bptt, self.drop_last = batch_size, bptt, drop_last
-        length = n // batch_size
+        length = self._plan(ids.shape[0], batch_size, bptt, drop_last, start, what)
         self.data = ids[: batch_size * length].reshape(batch_size, length)  # (B, L), a view
         self.rows = rows if rows is not None else slice(0, batch_size)
-        self._positions = length - 1
-        self._num_windows = (
-            self._positions // bptt if drop_last else math.ceil(self._positions / bptt)
-        )
-        if not 0 <= start <= self._num_windows:
-            raise ValueError(f"start must be in [0, {self._num_windows}], got {start}")
-        self.start = start
-
-    @property
-    def num_windows(self) -> int:
-        return self._num_windows
 
     @property
     def stream_length(self) -> int:
         return self.data.shape[1]
 
-    def __len__(self) -> int:
-        return self._num_windows - self.start
-
     def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Window ``i``: ``(inputs, targets)``, each int64 ``(b, l)``, copied from the map."""
-        if i < 0:
-            i += self._num_windows
-        if not 0 <= i < self._num_windows:
-            raise IndexError(f"window {i} out of range for {self._num_windows} windows")
-        s = i * self.bptt
-        e = min(s + self.bptt, self._positions)
+        s, e = self.bounds(i)
         block = torch.from_numpy(np.asarray(self.data[self.rows, s : e + 1], dtype=np.int64))
         return block[:, :-1].contiguous(), block[:, 1:].contiguous()  # (b, l) each
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(self.start, self._num_windows):
-            yield self.window(i)
 
     def __repr__(self) -> str:
         return (

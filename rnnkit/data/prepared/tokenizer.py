@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rnnkit.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+from rnnkit.data.vocab import EOS, SPECIALS, SpecialIds, Vocab
 from rnnkit.errors import DataError
 
 __all__ = [
@@ -188,7 +188,7 @@ class VocabTokenizer:
         self.vocab.save(path)
 
 
-class BPETokenizer:
+class BPETokenizer(SpecialIds):
     """Byte-level BPE over Hugging Face ``tokenizers``: lossless, no ``<unk>`` ever needed."""
 
     level = "bpe"
@@ -220,22 +220,6 @@ class BPETokenizer:
 
     def _special_id(self, symbol: str) -> int | None:
         return self.tokenizer.token_to_id(symbol) if symbol in self._specials else None
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._special_id(PAD)
-
-    @property
-    def unk_id(self) -> int | None:
-        return self._special_id(UNK)
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._special_id(BOS)
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._special_id(EOS)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BPETokenizer):

@@ -53,6 +53,33 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+/** What every panel (`<section data-tab=NAME>`) has: id `panel-NAME`, class and role, the model
+ * selector's row first and the error line last. */
+function framePanel(panel) {
+  panel.id = `panel-${panel.dataset.tab}`;
+  panel.className = "panel";
+  panel.setAttribute("role", "tabpanel");
+  panel.prepend(el("div", { className: "model-row" }));
+  panel.append(el("p", { className: "error", role: "alert", hidden: true }));
+}
+
+/** The body of a text-in panel: a labelled text box (id `PREFIX-input`), its action button
+ * (`PREFIX-go`) and the `outputs` that show the answer, after the model row; returns the box
+ * and the button. */
+function textForm(panel, prefix, { label, rows, action, spellcheck = true }, ...outputs) {
+  const input = el("textarea", { id: `${prefix}-input`, rows, ...(spellcheck ? {} : { spellcheck: false }) });
+  const go = el("button", { id: `${prefix}-go`, type: "button", className: "primary", textContent: action });
+  $(".model-row", panel).after(
+    el("label", { htmlFor: input.id, textContent: label }), input,
+    el("div", { className: "buttons" }, go), ...outputs);
+  return { input, go };
+}
+
+/** Show a range input's value, two decimals, in its `<output>` as it moves. */
+function showValue(range, output) {
+  range.addEventListener("input", () => { output.textContent = Number(range.value).toFixed(2); });
+}
+
 function showError(panel, err) {
   const box = $(".error", panel);
   if (!err) { box.hidden = true; box.textContent = ""; return; }
@@ -312,10 +339,9 @@ function setupGenerate(panel) {
   const output = $("#gen-output");
   const rate = $("#gen-rate");
   const temp = $("#gen-temp");
-  const tempValue = $("#gen-temp-value");
   let controller = null;
 
-  temp.addEventListener("input", () => { tempValue.textContent = Number(temp.value).toFixed(2); });
+  showValue(temp, $("#gen-temp-value"));
   stop.addEventListener("click", () => controller && controller.abort());
 
   start.addEventListener("click", async () => {
@@ -411,10 +437,11 @@ async function* sseData(body) {
 // 3. Rank: score alternatives, bars from a softmax of their log-probabilities.
 
 function setupRank(panel) {
-  const go = $("#rank-go");
-  const list = $("#rank-output");
+  const list = el("ol", { id: "rank-output", className: "ranked" });
+  const { input, go } = textForm(panel, "rank",
+    { label: "Alternatives, one per line", rows: 5, action: "Rank", spellcheck: false }, list);
   go.addEventListener("click", () => guarded(panel, go, async () => {
-    const texts = $("#rank-input").value.split("\n").map((t) => t.trim()).filter(Boolean);
+    const texts = input.value.split("\n").map((t) => t.trim()).filter(Boolean);
     if (!texts.length) throw new Error("Write at least one sentence (one per line).");
     const answer = await post("/v1/score", { model: modelOf(panel), texts });
     const scores = [...answer.scores].sort((a, b) => a.rank - b.rank);
@@ -438,10 +465,10 @@ function setupRank(panel) {
 // 4. Classify: label, bars per class, tokens tinted by their saliency.
 
 function setupClassify(panel) {
-  const go = $("#cls-go");
-  const out = $("#cls-output");
+  const out = el("div", { id: "cls-output" });
+  const { input, go } = textForm(panel, "cls", { label: "Text", rows: 4, action: "Classify" }, out);
   go.addEventListener("click", () => guarded(panel, go, async () => {
-    const text = $("#cls-input").value;
+    const text = input.value;
     const answer = await post("/v1/classify", { model: modelOf(panel), texts: [text], saliency: true });
     const p = answer.predictions[0];
     out.replaceChildren();
@@ -476,10 +503,10 @@ function setupClassify(panel) {
 // 5. Tag: tokens with a coloured tag under each.
 
 function setupTag(panel) {
-  const go = $("#tag-go");
-  const out = $("#tag-output");
+  const out = el("div", { id: "tag-output", className: "tagged" });
+  const { input, go } = textForm(panel, "tag", { label: "Sentence", rows: 3, action: "Tag" }, out);
   go.addEventListener("click", () => guarded(panel, go, async () => {
-    const answer = await post("/v1/tag", { model: modelOf(panel), texts: [$("#tag-input").value] });
+    const answer = await post("/v1/tag", { model: modelOf(panel), texts: [input.value] });
     const s = answer.sentences[0];
     out.replaceChildren();
     s.tokens.forEach((tok, i) => {
@@ -496,12 +523,13 @@ function setupTag(panel) {
 // 6. Translate: the best translation and its attention as a table heatmap.
 
 function setupTranslate(panel) {
-  const go = $("#tr-go");
-  const out = $("#tr-output");
-  const heat = $("#tr-attention");
+  const out = el("p", { id: "tr-output", className: "output-line", "aria-live": "polite" });
+  const heat = el("div", { id: "tr-attention", className: "heatmap-wrap" });
+  const { input, go } = textForm(panel, "tr",
+    { label: "Source text", rows: 3, action: "Translate" }, out, heat);
   go.addEventListener("click", () => guarded(panel, go, async () => {
     const answer = await post("/v1/translate", {
-      model: modelOf(panel), texts: [$("#tr-input").value], beam_size: 5, attention: true,
+      model: modelOf(panel), texts: [input.value], beam_size: 5, attention: true,
     });
     const t = answer.translations[0];
     out.textContent = t.translation;
@@ -542,7 +570,7 @@ function setupMusic(panel) {
   let notes = [];
   let audio = null;
 
-  temp.addEventListener("input", () => { $("#mu-temp-value").textContent = Number(temp.value).toFixed(2); });
+  showValue(temp, $("#mu-temp-value"));
 
   function stopPlaying() {
     if (audio) audio.close();
@@ -740,6 +768,7 @@ const SETUP = {
 };
 
 async function main() {
+  document.querySelectorAll("main section[data-tab]").forEach(framePanel);
   const status = $("#status");
   let models;
   try {
