@@ -309,3 +309,27 @@ def test_meta_records_what_a_user_needs(tmp_path):
     assert meta["sources"][0]["bytes"] == path.stat().st_size
     for split in meta["splits"].values():
         assert len(split["sha256"]) == 64 and split["bytes"] == 2 * split["tokens"]
+
+
+def test_bpe_sample_size_is_a_prepare_flag_recorded_in_meta(tmp_path):
+    """``--bpe-sample-mb`` reaches the trainer: a sample that stops before the later text still
+    encodes all of it exactly, and meta.json records the size (so a change re-prepares)."""
+    from rnnkit.cli import main
+    from rnnkit.data.prepared.prepare import DEFAULT_BPE_SAMPLE_MB
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(TEXT.encode("utf-8"))
+    out = tmp_path / "bpe"
+    argv = ["prepare", "lm", str(corpus), "--out", str(out), "--level", "bpe"]
+    assert main([*argv, "--vocab-size", "280", "--bpe-sample-mb", "0.0001", "--no-progress"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["options"]["bpe_sample_mb"] == 0.0001
+    corpus_ids = PreparedCorpus(out)
+    assert (
+        corpus_ids.tokenizer.decode(corpus_ids.train)
+        + corpus_ids.tokenizer.decode(corpus_ids.valid)
+        == TEXT
+    )
+    default = prepare_lm([corpus], tmp_path / "bpe-default", level="bpe", vocab_size=280,
+                         progress=False)  # fmt: skip
+    assert default["options"]["bpe_sample_mb"] == DEFAULT_BPE_SAMPLE_MB

@@ -42,6 +42,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         min_freq=args.min_freq,
         dtype=args.dtype,
         progress=not args.no_progress,
+        **({} if args.bpe_sample_mb is None else {"bpe_sample_mb": args.bpe_sample_mb}),
     )
     seconds = time.monotonic() - start
     size = sum(s["bytes"] for s in meta["sources"] + meta["valid_sources"])
@@ -88,6 +89,12 @@ def register(verbs) -> None:
     p.add_argument("--level", default="char", choices=("char", "word", "bpe"), help="tokens")
     p.add_argument(
         "--vocab-size", type=int, default=None, help="bpe: vocabulary to train (8000); word: cap"
+    )
+    p.add_argument(
+        "--bpe-sample-mb",
+        type=float,
+        default=None,
+        help="bpe: train the tokenizer on the first this many MB of the training text (4)",
     )
     p.add_argument("--valid", nargs="+", metavar="FILE", help="validation files")
     p.add_argument(
