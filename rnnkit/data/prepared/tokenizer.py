@@ -244,33 +244,32 @@ class BPETokenizer(SpecialIds):
         pieces = _PIECES.findall(text)
         if not pieces:
             return np.zeros(0, dtype=np.int64)
+        if len(self._cache) > 2_000_000:  # bound the memory a huge corpus can take
+            self._reset_cache()
         number = self._cache
-        missing = [p for p in set(pieces) if p not in number]
-        if missing:
-            if len(number) + len(missing) > 2_000_000:  # bound the memory a huge corpus can take
-                self._reset_cache()
-                number = self._cache
-                missing = list(set(pieces))
-            encoded = self.tokenizer.encode_batch_fast(missing, add_special_tokens=False)
-            for p, e in zip(missing, encoded):
-                number[p] = len(self._starts)
+        # one pass numbers every piece; a piece not seen before gets the next number on the spot
+        # (_PieceNumbers.__missing__) and waits in number.new for its ids
+        which = np.fromiter(map(number.__getitem__, pieces), dtype=np.int64, count=len(pieces))
+        if number.new:
+            encoded = self.tokenizer.encode_batch_fast(number.new, add_special_tokens=False)
+            for e in encoded:
                 self._starts.append(len(self._flat))
                 self._lengths.append(len(e.ids))
                 self._flat.extend(e.ids)
+            number.new = []
             self._tables = None
         if self._tables is None:
             self._tables = (np.asarray(self._flat, dtype=np.int64),
                             np.asarray(self._starts, dtype=np.int64),
                             np.asarray(self._lengths, dtype=np.int64))  # fmt: skip
         flat, starts, lengths = self._tables
-        which = np.fromiter(map(number.__getitem__, pieces), dtype=np.int64, count=len(pieces))
         n = lengths[which]
         begins = np.cumsum(n) - n  # c_j
         positions = np.arange(int(n.sum())) + np.repeat(starts[which] - begins, n)
         return flat[positions]
 
     def _reset_cache(self) -> None:
-        self._cache: dict[str, int] = {}  # piece → its number in the tables
+        self._cache = _PieceNumbers()  # piece → its number in the tables
         self._flat: list[int] = []
         self._starts: list[int] = []
         self._lengths: list[int] = []
@@ -310,6 +309,20 @@ class BPETokenizer(SpecialIds):
             return cls(HFTokenizer.from_str(json.dumps(data)))
         except Exception as exc:  # the Rust side raises its own exception type
             raise DataError(f"not a tokenizers tokenizer: {str(exc).splitlines()[0]}") from None
+
+
+class _PieceNumbers(dict):
+    """Piece → number, numbering a missing piece on lookup (the next free number) and keeping
+    the pieces so numbered, in order, in ``new`` until their ids are added to the tables."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.new: list[str] = []
+
+    def __missing__(self, piece: str) -> int:
+        self[piece] = n = len(self)
+        self.new.append(piece)
+        return n
 
 
 def train_bpe(texts: Iterator[str], vocab_size: int, specials: Sequence[str] = SPECIALS):
