@@ -7,7 +7,9 @@ activations every time, so each step then faults its buffers back in page by pag
 zeroes them again: a 2×512 GRU step on 2 threads spent ~18 ms of its ~230 ms in the kernel that
 way here (10,000 page faults per step). :func:`retain_freed_memory` raises both thresholds so the
 freed memory is reused instead; the cost is that up to ``threshold`` bytes of freed memory stay
-with the process. jemalloc or tcmalloc via ``LD_PRELOAD`` do the same job where installed.
+with the process. ``rnnkit prepare`` applies it too: each chunk of text it reads becomes
+megabytes of code points and ids that are freed a moment later (a 10 MB char prepare ran in
+0.13-0.16 s with it, 0.21-0.27 s without). jemalloc or tcmalloc via ``LD_PRELOAD`` do the same job where installed.
 
 Set ``RNNKIT_MALLOC_TUNING=0`` to leave malloc alone.
 """

@@ -16,6 +16,9 @@ __all__ = ["register", "cmd_prepare"]
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from rnnkit.data.prepared import prepare_lm, verify
+    from rnnkit.runtime import retain_freed_memory
+
+    retain_freed_memory(256 << 20)  # reuse each chunk's freed buffers (see rnnkit.runtime)
 
     if args.verify:
         if args.kind or args.inputs:
