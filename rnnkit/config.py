@@ -25,6 +25,7 @@ from rnnkit.errors import DataError
 __all__ = [
     "add_dataclass_flags",
     "field_meta",
+    "option",
     "from_dict",
     "read_config_file",
     "resolve",
@@ -41,6 +42,12 @@ def field_meta(help_text: str, choices=None, cli: bool = True) -> dict[str, Any]
     if not cli:
         meta["cli"] = False
     return meta
+
+
+def option(default: Any, help_text: str, choices=None, cli: bool = True) -> Any:
+    """A config dataclass field with its ``default`` and :func:`field_meta`: what every option
+    of a task or training config is declared with, ``name: type = option(default, "help")``."""
+    return dataclasses.field(default=default, metadata=field_meta(help_text, choices, cli))
 
 
 def _base_type(tp) -> tuple[type, bool]:

@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from rnnkit.checkpoint import RunDir, capture_rng_state, restore_rng_state
-from rnnkit.config import field_meta as _opt
+from rnnkit.config import option
 from rnnkit.fileio import atomic_write_text
 
 __all__ = [
@@ -49,73 +49,48 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation settings shared by every task."""
 
-    optimizer: str = field(
-        default="adam", metadata=_opt("adam, adamw or sgd", ("adam", "adamw", "sgd"))
+    optimizer: str = option("adam", "adam, adamw or sgd", ("adam", "adamw", "sgd"))
+    lr: float = option(2e-3, "peak learning rate")
+    weight_decay: float = option(0.0, "L2 penalty (decoupled for adamw)")
+    momentum: float = option(0.0, "SGD momentum")
+    schedule: str = option(
+        "cosine",
+        "constant | cosine (after warmup) | step (×lr_decay per epoch after "
+        "decay_start) | plateau (×lr_decay when validation stalls)",
+        ("constant", "cosine", "step", "plateau"),
     )
-    lr: float = field(default=2e-3, metadata=_opt("peak learning rate"))
-    weight_decay: float = field(default=0.0, metadata=_opt("L2 penalty (decoupled for adamw)"))
-    momentum: float = field(default=0.0, metadata=_opt("SGD momentum"))
-    schedule: str = field(
-        default="cosine",
-        metadata=_opt(
-            "constant | cosine (after warmup) | step (×lr_decay per epoch after "
-            "decay_start) | plateau (×lr_decay when validation stalls)",
-            ("constant", "cosine", "step", "plateau"),
-        ),
+    warmup_steps: int = option(0, "linear warmup steps")
+    min_lr_ratio: float = option(0.05, "cosine floor as a fraction of lr")
+    lr_decay: float = option(0.5, "factor for step/plateau schedules")
+    decay_start: int = option(1, "step schedule: first epoch (1-based) after which lr decays")
+    clip_norm: float = option(1.0, "clip the global gradient norm to this (0 = off)")
+    batch_size: int = option(32, "sequences per batch")
+    max_steps: int | None = option(None, "stop after this many steps")
+    epochs: float | None = option(None, "stop after this many passes over the data")
+    minutes: float | None = option(None, "stop after this much wall-clock time (none = no limit)")
+    eval_every: int = option(500, "evaluate and checkpoint every N steps (0 = once per epoch)")
+    log_every: int = option(10, "write training metrics every N steps")
+    patience: int = option(0, "early stop after N evaluations without improvement (0 = off)")
+    seed: int = option(1234, "random seed")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps ...")
+    on_nan: str = option(
+        "stop", "non-finite loss or gradient: stop or skip the step", ("stop", "skip")
     )
-    warmup_steps: int = field(default=0, metadata=_opt("linear warmup steps"))
-    min_lr_ratio: float = field(default=0.05, metadata=_opt("cosine floor as a fraction of lr"))
-    lr_decay: float = field(default=0.5, metadata=_opt("factor for step/plateau schedules"))
-    decay_start: int = field(
-        default=1, metadata=_opt("step schedule: first epoch (1-based) after which lr decays")
+    threads: int | None = option(None, "CPU threads for torch (default: torch's choice)")
+    precision: str = option(
+        "fp32",
+        "training arithmetic: fp32, or bf16 mixed precision (autocast: bf16 matmuls and fused "
+        "RNN kernels; fp32 weights, optimiser, loss and evaluation)",
+        ("fp32", "bf16"),
     )
-    clip_norm: float = field(
-        default=1.0, metadata=_opt("clip the global gradient norm to this (0 = off)")
+    log: str = option(
+        "none",
+        "also log to TensorBoard (RUN/tensorboard/: loss, bits, lr, gradient norm, tokens/s, "
+        "validation metrics, a text sample per evaluation); metrics.jsonl stays the record",
+        ("none", "tensorboard"),
     )
-    batch_size: int = field(default=32, metadata=_opt("sequences per batch"))
-    max_steps: int | None = field(default=None, metadata=_opt("stop after this many steps"))
-    epochs: float | None = field(
-        default=None, metadata=_opt("stop after this many passes over the data")
-    )
-    minutes: float | None = field(
-        default=None, metadata=_opt("stop after this much wall-clock time (none = no limit)")
-    )
-    eval_every: int = field(
-        default=500, metadata=_opt("evaluate and checkpoint every N steps (0 = once per epoch)")
-    )
-    log_every: int = field(default=10, metadata=_opt("write training metrics every N steps"))
-    patience: int = field(
-        default=0, metadata=_opt("early stop after N evaluations without improvement (0 = off)")
-    )
-    seed: int = field(default=1234, metadata=_opt("random seed"))
-    device: str = field(default="auto", metadata=_opt("auto, cpu, cuda, cuda:1, mps ..."))
-    on_nan: str = field(
-        default="stop",
-        metadata=_opt("non-finite loss or gradient: stop or skip the step", ("stop", "skip")),
-    )
-    threads: int | None = field(
-        default=None, metadata=_opt("CPU threads for torch (default: torch's choice)")
-    )
-    precision: str = field(
-        default="fp32",
-        metadata=_opt(
-            "training arithmetic: fp32, or bf16 mixed precision (autocast: bf16 matmuls and fused "
-            "RNN kernels; fp32 weights, optimiser, loss and evaluation)",
-            ("fp32", "bf16"),
-        ),
-    )
-    log: str = field(
-        default="none",
-        metadata=_opt(
-            "also log to TensorBoard (RUN/tensorboard/: loss, bits, lr, gradient norm, tokens/s, "
-            "validation metrics, a text sample per evaluation); metrics.jsonl stays the record",
-            ("none", "tensorboard"),
-        ),
-    )
-    progress: bool = field(default=True, metadata=_opt("show a progress bar"))
-    dry_run: bool = field(
-        default=False, metadata=_opt("two steps and one evaluation, for smoke tests")
-    )
+    progress: bool = option(True, "show a progress bar")
+    dry_run: bool = option(False, "two steps and one evaluation, for smoke tests")
 
 
 class TrainingError(RuntimeError):

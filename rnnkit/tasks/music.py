@@ -29,14 +29,14 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from rnnkit.config import field_meta as _opt
+from rnnkit.config import option
 from rnnkit.data.abc import Tune, normalize_key, normalize_meter, parse_length, split_tunes
 from rnnkit.data.batching import StreamBatches
 from rnnkit.data.readers import IRISH_TUNES, bundled_path, read_text
@@ -73,23 +73,18 @@ HEADER_ORDER = ("X", "T", "C", "R", "M", "L", "Q", "K")
 class MusicData:
     """Where the tunes come from and how they are split and cut into training windows."""
 
-    data: str | None = field(
-        default=None, metadata=_opt("ABC file of tunes (default: the bundled 724 Irish tunes)")
+    data: str | None = option(None, "ABC file of tunes (default: the bundled 724 Irish tunes)")
+    valid: str | None = option(None, "ABC file of validation tunes (default: held out of data)")
+    valid_fraction: float = option(
+        0.1, "share of the tunes held out for validation when no --valid"
     )
-    valid: str | None = field(
-        default=None, metadata=_opt("ABC file of validation tunes (default: held out of data)")
+    split_seed: int = option(0, "which tunes are held out (seeded shuffle)")
+    drop_fields: str = option(
+        "Z", "header fields removed from every tune, as letters (e.g. 'ZN'; '' = none)"
     )
-    valid_fraction: float = field(
-        default=0.1, metadata=_opt("share of the tunes held out for validation when no --valid")
-    )
-    split_seed: int = field(default=0, metadata=_opt("which tunes are held out (seeded shuffle)"))
-    drop_fields: str = field(
-        default="Z",
-        metadata=_opt("header fields removed from every tune, as letters (e.g. 'ZN'; '' = none)"),
-    )
-    encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
-    bptt: int = field(default=128, metadata=_opt("truncated-BPTT window (characters per update)"))
-    shuffle: bool = field(default=True, metadata=_opt("reshuffle the tune order every epoch"))
+    encoding: str = option("utf-8", "text encoding of the files")
+    bptt: int = option(128, "truncated-BPTT window (characters per update)")
+    shuffle: bool = option(True, "reshuffle the tune order every epoch")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.config import field_meta as _opt
+from rnnkit.config import option
 from rnnkit.crf import LinearChainCRF, bio_transitions
 from rnnkit.data.conll import TAGGED_FORMATS, TaggedSentence, clean_token, read_tagged
 from rnnkit.data.vocab import Vocab
@@ -78,47 +78,31 @@ log = logging.getLogger(__name__)
 class TaggerConfig(TokenFeatureOptions):
     """Architecture of a sequence tagger."""
 
-    embed_size: int = field(default=100, metadata=_opt("word embedding width"))
-    bidirectional: bool = field(default=True, metadata=_opt("read the sentence both ways"))
-    dropout: float = field(
-        default=0.33, metadata=_opt("dropout on word vectors, between layers and before output")
-    )
-    word_dropout: float = field(
-        default=0.05, metadata=_opt("training: replace a word by <unk> with this probability")
-    )
-    char_repr: str = field(default="cnn", metadata=_opt("character-level word vector", CHAR_REPRS))
+    embed_size: int = option(100, "word embedding width")
+    bidirectional: bool = option(True, "read the sentence both ways")
+    dropout: float = option(0.33, "dropout on word vectors, between layers and before output")
+    word_dropout: float = option(0.05, "training: replace a word by <unk> with this probability")
+    char_repr: str = option("cnn", "character-level word vector", CHAR_REPRS)
     char_embed_size: int = with_default(TokenFeatureOptions, "char_embed_size", 30)
     char_hidden_size: int = with_default(TokenFeatureOptions, "char_hidden_size", 50)
-    crf: bool = field(default=False, metadata=_opt("linear-chain CRF output with Viterbi"))
-    constrain: bool = field(
-        default=True, metadata=_opt("CRF with BIO tags: forbid O→I-X and B-X→I-Y")
-    )
+    crf: bool = option(False, "linear-chain CRF output with Viterbi")
+    constrain: bool = option(True, "CRF with BIO tags: forbid O→I-X and B-X→I-Y")
 
 
 @dataclass
 class TaggerData(LabelledTextData):
     """Where the tagged sentences come from."""
 
-    data: str | None = field(default=None, metadata=_opt("training file (.conllu or CoNLL)"))
-    valid: str | None = field(
-        default=None,
-        metadata=_opt("validation file (default: hold out valid_fraction of the sentences)"),
+    format: str = option(
+        "auto", "conllu, conll (token<TAB>tag) or auto (by extension)", TAGGED_FORMATS
     )
-    format: str = field(
-        default="auto",
-        metadata=_opt("conllu, conll (token<TAB>tag) or auto (by extension)", TAGGED_FORMATS),
-    )
-    column: str = field(
-        default="upos", metadata=_opt("CoNLL-U column to predict", ("upos", "xpos", "deprel"))
-    )
-    skip_bad_lines: bool = field(
-        default=False, metadata=_opt("report and skip malformed sentences instead of stopping")
-    )
-    lowercase: bool = field(default=True, metadata=_opt("look words up lowercased"))
-    max_vocab: int | None = field(default=None, metadata=_opt("keep the N most frequent words"))
-    min_freq: int = field(default=1, metadata=_opt("drop words rarer than this"))
-    tags: list[str] | None = field(default=None, metadata=_opt("tag set", cli=False))
-    chars: list[str] | None = field(default=None, metadata=_opt("characters", cli=False))
+    column: str = option("upos", "CoNLL-U column to predict", ("upos", "xpos", "deprel"))
+    skip_bad_lines: bool = option(False, "report and skip malformed sentences instead of stopping")
+    lowercase: bool = option(True, "look words up lowercased")
+    max_vocab: int | None = option(None, "keep the N most frequent words")
+    min_freq: int = option(1, "drop words rarer than this")
+    tags: list[str] | None = option(None, "tag set", cli=False)
+    chars: list[str] | None = option(None, "characters", cli=False)
 
 
 class Tagger(TaskModel):

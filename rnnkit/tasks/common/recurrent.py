@@ -6,12 +6,12 @@ A new cell family is registered here once (its layer in ``LAYERS``, its own cons
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from rnnkit.config import field_meta as _opt
+from rnnkit.config import option
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.modern import MLSTM, QRNN, SRU, MinGRU, MinLSTM
 
@@ -87,13 +87,10 @@ class CellOptions:
     ``--nonlinearity`` and ``--init`` flags): model configs inherit them, and
     :func:`recurrent_for` hands each cell the ones it takes."""
 
-    layer_norm: bool = field(default=False, metadata=_opt("layer-normalised cells"))
-    forget_bias: float = field(default=0.0, metadata=_opt("initial forget-gate bias (LSTM)"))
-    nonlinearity: str = field(default="tanh", metadata=_opt("RNN nonlinearity", ("tanh", "relu")))
-    init: str = field(
-        default="default",
-        metadata=_opt("RNN init: default or identity (IRNN)", ("default", "identity")),
-    )
+    layer_norm: bool = option(False, "layer-normalised cells")
+    forget_bias: float = option(0.0, "initial forget-gate bias (LSTM)")
+    nonlinearity: str = option("tanh", "RNN nonlinearity", ("tanh", "relu"))
+    init: str = option("default", "RNN init: default or identity (IRNN)", ("default", "identity"))
 
 
 @dataclass
@@ -102,8 +99,8 @@ class RecurrentOptions(CellOptions):
     tagger and the language model declare alike: ``--cell`` (any layer of ``LAYERS``) and
     ``--num-layers``."""
 
-    cell: str = field(default="lstm", metadata=_opt("recurrent cell", tuple(LAYERS)))
-    num_layers: int = field(default=1, metadata=_opt("stacked recurrent layers"))
+    cell: str = option("lstm", "recurrent cell", tuple(LAYERS))
+    num_layers: int = option(1, "stacked recurrent layers")
 
 
 def recurrent_for(config: Any, input_size: int) -> nn.Module:

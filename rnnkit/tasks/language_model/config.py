@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from rnnkit.config import field_meta as _opt
+from rnnkit.config import option
 from rnnkit.data.vocab import EOS
 from rnnkit.tasks.common.recurrent import RecurrentOptions
 
@@ -13,60 +13,40 @@ from rnnkit.tasks.common.recurrent import RecurrentOptions
 class LanguageModelConfig(RecurrentOptions):
     """Architecture of a recurrent language model."""
 
-    model: str = field(
-        default="rnn",
-        metadata=_opt(
-            "rnn (recurrent) or window (feed-forward over the previous N tokens)", ("rnn", "window")
-        ),
+    model: str = option(
+        "rnn",
+        "rnn (recurrent) or window (feed-forward over the previous N tokens)",
+        ("rnn", "window"),
     )
-    window: int = field(default=8, metadata=_opt("window model: how many previous tokens it sees"))
-    embed_size: int = field(default=64, metadata=_opt("embedding width"))
-    hidden_size: int = field(default=384, metadata=_opt("recurrent state width"))
-    dropout: float = field(
-        default=0.1, metadata=_opt("dropout on embeddings, between layers and before the decoder")
+    window: int = option(8, "window model: how many previous tokens it sees")
+    embed_size: int = option(64, "embedding width")
+    hidden_size: int = option(384, "recurrent state width")
+    dropout: float = option(0.1, "dropout on embeddings, between layers and before the decoder")
+    dropout_mode: str = option(
+        "standard", "standard or variational (one mask per sequence)", ("standard", "variational")
     )
-    dropout_mode: str = field(
-        default="standard",
-        metadata=_opt(
-            "standard or variational (one mask per sequence)", ("standard", "variational")
-        ),
+    embed_dropout: float = option(0.0, "drop whole embedding rows (words) with this probability")
+    weight_drop: float = option(0.0, "DropConnect on hidden-to-hidden weights")
+    zoneout: float = option(0.0, "zoneout probability")
+    peephole: bool = option(False, "peephole connections (LSTM)")
+    reset_after: bool = option(True, "GRU form: torch's (true) or Cho 2014 (false)")
+    tie_weights: bool = option(
+        False, "share the embedding and decoder matrix (needs embed_size == hidden_size)"
     )
-    embed_dropout: float = field(
-        default=0.0, metadata=_opt("drop whole embedding rows (words) with this probability")
+    norm_stabilizer: float = option(
+        0.0, "β of the norm-stabiliser penalty β·mean_t (‖h_t‖ − ‖h_{t−1}‖)² (0 = off)"
     )
-    weight_drop: float = field(
-        default=0.0, metadata=_opt("DropConnect on hidden-to-hidden weights")
+    init_range: float | None = option(None, "if set, every weight ~ U(-r, r) (Zaremba et al.)")
+    time_reduction: str = option(
+        "mean", "loss over time steps: mean, or sum (Zaremba et al.)", ("mean", "sum")
     )
-    zoneout: float = field(default=0.0, metadata=_opt("zoneout probability"))
-    peephole: bool = field(default=False, metadata=_opt("peephole connections (LSTM)"))
-    reset_after: bool = field(
-        default=True, metadata=_opt("GRU form: torch's (true) or Cho 2014 (false)")
+    softmax: str = option(
+        "full",
+        "output layer: full softmax, or adaptive (Grave et al. 2017; word and BPE models)",
+        ("full", "adaptive"),
     )
-    tie_weights: bool = field(
-        default=False,
-        metadata=_opt("share the embedding and decoder matrix (needs embed_size == hidden_size)"),
-    )
-    norm_stabilizer: float = field(
-        default=0.0,
-        metadata=_opt("β of the norm-stabiliser penalty β·mean_t (‖h_t‖ − ‖h_{t−1}‖)² (0 = off)"),
-    )
-    init_range: float | None = field(
-        default=None, metadata=_opt("if set, every weight ~ U(-r, r) (Zaremba et al.)")
-    )
-    time_reduction: str = field(
-        default="mean",
-        metadata=_opt("loss over time steps: mean, or sum (Zaremba et al.)", ("mean", "sum")),
-    )
-    softmax: str = field(
-        default="full",
-        metadata=_opt(
-            "output layer: full softmax, or adaptive (Grave et al. 2017; word and BPE models)",
-            ("full", "adaptive"),
-        ),
-    )
-    cutoffs: str = field(
-        default="2000,10000",
-        metadata=_opt("adaptive softmax: ids where the head ends and each tail cluster ends"),
+    cutoffs: str = option(
+        "2000,10000", "adaptive softmax: ids where the head ends and each tail cluster ends"
     )
 
 
@@ -74,36 +54,27 @@ class LanguageModelConfig(RecurrentOptions):
 class LanguageModelData:
     """Where the text comes from and how it is cut into training windows."""
 
-    data: str | None = field(
-        default=None,
-        metadata=_opt(
-            "training text file, or a folder made by `rnnkit prepare lm` (default: bundled "
-            "Tiny Shakespeare); a text file over 64 MB, or any at --level bpe, is prepared into "
-            "a cache folder first"
-        ),
+    data: str | None = option(
+        None,
+        "training text file, or a folder made by `rnnkit prepare lm` (default: bundled "
+        "Tiny Shakespeare); a text file over 64 MB, or any at --level bpe, is prepared into "
+        "a cache folder first",
     )
-    data_dir: str | None = field(
-        default=None,
-        metadata=_opt("directory with *train.txt and *valid.txt (e.g. PTB's ptb.train.txt)"),
+    data_dir: str | None = option(
+        None, "directory with *train.txt and *valid.txt (e.g. PTB's ptb.train.txt)"
     )
-    valid: str | None = field(
-        default=None,
-        metadata=_opt("validation text file (default: the last valid_fraction of data)"),
+    valid: str | None = option(
+        None, "validation text file (default: the last valid_fraction of data)"
     )
-    valid_fraction: float = field(
-        default=0.1, metadata=_opt("share of data held out when no --valid file")
+    valid_fraction: float = option(0.1, "share of data held out when no --valid file")
+    encoding: str = option("utf-8", "text encoding of the files")
+    level: str = option(
+        "char", "char, word or bpe (byte-level subwords) tokens", ("char", "word", "bpe")
     )
-    encoding: str = field(default="utf-8", metadata=_opt("text encoding of the files"))
-    level: str = field(
-        default="char",
-        metadata=_opt("char, word or bpe (byte-level subwords) tokens", ("char", "word", "bpe")),
-    )
-    bptt: int = field(default=64, metadata=_opt("truncated-BPTT window (time steps per update)"))
-    max_vocab: int | None = field(
-        default=None, metadata=_opt("word level: keep the most frequent N words")
-    )
-    min_freq: int = field(default=1, metadata=_opt("word level: drop words rarer than this"))
-    vocab_size: int = field(default=8000, metadata=_opt("bpe level: vocabulary to train"))
+    bptt: int = option(64, "truncated-BPTT window (time steps per update)")
+    max_vocab: int | None = option(None, "word level: keep the most frequent N words")
+    min_freq: int = option(1, "word level: drop words rarer than this")
+    vocab_size: int = option(8000, "bpe level: vocabulary to train")
 
 
 def tokenize_text(text: str, level: str) -> list[str]:
