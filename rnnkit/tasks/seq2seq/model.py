@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.attention import build_attention, plot_attention
-from rnnkit.cells import GRUCell, LSTMCell
+from rnnkit.cells import RecurrentCell
 from rnnkit.data.batching import pad_sequences
 from rnnkit.data.parallel import detokenize, read_parallel, tokenize
 from rnnkit.data.vocab import SPECIALS, Vocab
@@ -24,7 +24,7 @@ from rnnkit.inference import (
 from rnnkit.metrics import bleu_scores
 from rnnkit.state import LSTMState
 from rnnkit.tasks.base import Output, TaskModel
-from rnnkit.tasks.common.recurrent import recurrent_for
+from rnnkit.tasks.common.recurrent import LAYERS, recurrent_for
 from rnnkit.tasks.seq2seq.config import CELLS, LENGTH_BUCKETS
 from rnnkit.tasks.seq2seq.data import _sorted_chunks, read_split
 
@@ -67,8 +67,10 @@ class Seq2Seq(TaskModel):
         self.attention = build_attention(c.attention, D, self.memory_size, c.attention_size)
 
         self.target_embedding = nn.Embedding(len(self.target_vocab), E, padding_idx=0)
-        cell_type = LSTMCell if self.is_lstm else GRUCell
-        self.decoder = cell_type(E + self.memory_size, D)
+        # the decoder is one step cell of the same family (LSTMCell, GRUCell, MinGRUCell, ...)
+        self.decoder = LAYERS[c.cell].cell_class(E + self.memory_size, D)
+        #: the classical cells' input projection is one affine map, hoisted out of the loop
+        self.hoists_input = isinstance(self.decoder, RecurrentCell)
         out_in = D + self.memory_size + E
         if c.tie_embeddings and c.output_size != E:
             raise ValueError(
@@ -93,29 +95,50 @@ class Seq2Seq(TaskModel):
         lengths = lengths.cpu()
         x = self.drop(self.source_embedding(source))  # (B, S, E)
         memory, final = self.encoder(x, lengths=lengths)  # (B, S, M)
-        h_n = final[0] if self.is_lstm else final  # (L·D, B, H)
-        directions = 2 if self.config.bidirectional else 1
-        summary = torch.cat(list(h_n[-directions:]), dim=-1)  # (B, M) top layer, both ways
+        summary = self._summary(memory, lengths)  # (B, M)
         h0 = torch.tanh(self.init_h(summary))  # (B, Dd)
         if self.is_lstm:
+            directions = 2 if self.config.bidirectional else 1
             c_n = final[1]
             state: Any = LSTMState(h0, self.init_c(torch.cat(list(c_n[-directions:]), dim=-1)))
         else:
-            state = h0
+            state = self._initial_state(h0)
         S = source.shape[1]
         mask = (torch.arange(S).unsqueeze(0) < lengths.unsqueeze(1)).to(source.device)  # (B, S)
-        out: dict[str, Any] = {"state": state}
+        out: dict[str, Any] = {"state": state, "query": h0}
         if self.attention is None:
             out["context"] = summary
         else:
             out |= {"memory": memory, "mask": mask, "prepared": self.attention.prepare(memory)}
         return out
 
+    def _summary(self, memory: Tensor, lengths: Tensor) -> Tensor:
+        """m = [→h_S ; ←h_1]: the top layer's output at each row's last real step (forward)
+        and at its first (backward), ``(B, M)``; for any cell, whatever its state holds."""
+        H = self.config.hidden_size
+        last = (lengths - 1).clamp(min=0).to(memory.device)
+        forward = memory[torch.arange(memory.shape[0], device=memory.device), last, :H]
+        if not self.config.bidirectional:
+            return forward
+        return torch.cat([forward, memory[:, 0, H:]], -1)
+
+    def _initial_state(self, h0: Tensor):
+        """The decoder's first state for a cell other than the LSTM: h0 where the state is one
+        ``(B, D)`` tensor (GRU, RNN, minGRU, ...), else h0 as its first field of that shape
+        (QRNN's and SRU's c) and zeros for the rest (all zeros for mLSTM's matrix memory)."""
+        zero = self.decoder.init_state(h0.shape[0], h0.device, h0.dtype)
+        if isinstance(zero, Tensor):
+            return h0
+        fields = list(zero)
+        if fields[0].shape == h0.shape:
+            fields[0] = h0
+        return type(zero)(*fields) if hasattr(zero, "_fields") else tuple(fields)
+
     # -- one decoder step ---------------------------------------------------------------------
-    def _context(self, enc: dict[str, Any], state) -> tuple[Tensor, Tensor | None]:
+    def _context(self, enc: dict[str, Any], query: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The attention context of the previous decoder output ``query (B, D)``."""
         if self.attention is None:
             return enc["context"], None
-        query = state.h if self.is_lstm else state
         return self.attention(query, enc["memory"], enc["mask"], enc["prepared"])
 
     def _logits(self, s: Tensor, context: Tensor, embedded: Tensor) -> Tensor:
@@ -126,11 +149,11 @@ class Seq2Seq(TaskModel):
         """One decoding step (the :mod:`rnnkit.decoding` contract): previous ``tokens (N,)`` and
         the state from :meth:`encode` → ``(log_probs (N, V), new state, attention (N, S))``."""
         e = self.target_embedding(tokens)  # (N, E)
-        context, weights = self._context(enc, enc["state"])
+        context, weights = self._context(enc, enc["query"])
         xp = self.decoder.project_input(torch.cat([e, context], -1))
         s, state = self.decoder.step(xp, enc["state"])
         log_probs = torch.log_softmax(self._logits(s, context, e).float(), -1)
-        return log_probs, {**enc, "state": state}, weights
+        return log_probs, {**enc, "state": state, "query": s}, weights
 
     # -- teacher-forced forward ---------------------------------------------------------------
     def forward(
@@ -175,30 +198,37 @@ class Seq2Seq(TaskModel):
 
     def _decode_forced(self, enc: dict[str, Any], target_inputs: Tensor) -> Tensor:
         """Teacher forcing: every step reads the reference word."""
-        w_e, w_c = self._split_input_weights()
         embedded = self.drop(self.target_embedding(target_inputs))  # (B, T, E)
-        xe = F.linear(embedded, w_e, self.decoder.bias_ih)  # (B, T, G): hoisted out of the loop
-        fixed = F.linear(enc["context"], w_c) if self.attention is None else None
-        state, states, contexts = enc["state"], [], []
-        for xe_t in xe.unbind(1):  # unbind, not xe[:, t]: keeps the backward pass linear in T
-            context, _ = self._context(enc, state)
-            xc = fixed if fixed is not None else F.linear(context, w_c)
-            s, state = self.decoder.step(xe_t + xc, state)
-            states.append(s)
+        if self.hoists_input:
+            w_e, w_c = self._split_input_weights()
+            xe = F.linear(embedded, w_e, self.decoder.bias_ih)  # (B, T, G): hoisted
+            fixed = F.linear(enc["context"], w_c) if self.attention is None else None
+        # the per-step inputs: W_e e_t + b (hoisted) or e_t; unbind, not [:, t], keeps the
+        # backward pass linear in T
+        steps = (xe if self.hoists_input else embedded).unbind(1)
+        state, query, states, contexts = enc["state"], enc["query"], [], []
+        for x_t in steps:
+            context, _ = self._context(enc, query)
+            if self.hoists_input:
+                xp = x_t + (fixed if fixed is not None else F.linear(context, w_c))
+            else:
+                xp = self.decoder.project_input(torch.cat([x_t, context], -1))
+            query, state = self.decoder.step(xp, state)
+            states.append(query)
             contexts.append(context)
         return self._logits(torch.stack(states, 1), torch.stack(contexts, 1), embedded)
 
     def _decode_sampled(self, enc: dict[str, Any], target_inputs: Tensor, ratio: float) -> Tensor:
         """Teacher forcing at ``ratio``: each row reads its own previous argmax otherwise."""
         B, T = target_inputs.shape
-        tokens, state, steps = target_inputs[:, 0], enc["state"], []
+        tokens, state, query, steps = target_inputs[:, 0], enc["state"], enc["query"], []
         for t in range(T):
             e = self.drop(self.target_embedding(tokens))  # (B, E)
-            context, _ = self._context(enc, state)
-            s, state = self.decoder.step(
+            context, _ = self._context(enc, query)
+            query, state = self.decoder.step(
                 self.decoder.project_input(torch.cat([e, context], -1)), state
             )
-            logits = self._logits(s, context, e)  # (B, V)
+            logits = self._logits(query, context, e)  # (B, V)
             steps.append(logits)
             if t + 1 < T:
                 own = logits.detach().argmax(-1)
