@@ -343,7 +343,9 @@ def print_table(results: dict) -> None:
     sizes = results["sizes"]
     base_rss = None
     for mb, row in sizes.items():
-        pc, pb = row["prepare_char"]["mb_per_s"], row["prepare_bpe"]["mb_per_s"]
+        # the prepare rates belong to the corpus: printed on its first row only
+        pc = f"{row['prepare_char']['mb_per_s']:.1f}"
+        pb = f"{row['prepare_bpe']['mb_per_s']:.1f}"
         for path in ("prepared", "raw"):
             r = row.get(path)
             if r is None:
@@ -355,10 +357,10 @@ def print_table(results: dict) -> None:
             if path == "prepared" and base_rss is None:
                 base_rss = r["rss_mb"]
             print(
-                f"| {mb} MB | {pc:.1f} | {pb:.1f} | {path} | {r['rss_mb']:.0f} | "
+                f"| {mb} MB | {pc} | {pb} | {path} | {r['rss_mb']:.0f} | "
                 f"{r['first_step_s']:.1f} | {r['tokens_per_s']:,.0f} | {ratio} |"
             )
-            pc = pb = float("nan")
+            pc = pb = ""
     if base_rss is not None:
         last = list(sizes.values())[-1]["prepared"]["rss_mb"]
         print(f"\nprepared peak RSS, largest − smallest corpus: {last - base_rss:+.0f} MB")
