@@ -52,6 +52,7 @@ from rnnkit.tasks.classifier import (
     CHAR_REPRS,
     CHAR_SPECIALS,
     ClassificationTraining,
+    LabelledDataFlow,
     LabelledTextData,
     LabelledTextTask,
     TokenFeatureOptions,
@@ -108,6 +109,8 @@ class TaggerData(LabelledTextData):
 class Tagger(TaskModel):
     """Word + character features → bidirectional recurrent layer → per-token emission scores
     (→ CRF). ``forward`` returns emission logits ``(B, T, K)``."""
+
+    config_class = TaggerConfig
 
     def __init__(self, config: TaggerConfig, data_config: TaggerData, vocab: Vocab):
         super().__init__()
@@ -364,12 +367,8 @@ class _TagTask(LabelledTextTask):
     """Tag every token of a sentence: parts of speech (CoNLL-U) or named entities (BIO)."""
 
     name = "tag"
-    sections = {"model": TaggerConfig, "data": TaggerData}
     model_class = Tagger
-    training_class = TaggingTraining
-    read_split = staticmethod(read_split)
-    resolve_data = staticmethod(resolve_data)
-    encode = staticmethod(encode_sentences)
+    flow = LabelledDataFlow(TaggerData, read_split, resolve_data, encode_sentences, TaggingTraining)
 
     def check_data(self, model: Tagger, train: Sequence[TaggedSentence]) -> None:
         if model.config.crf and model.bio and model.config.constrain:

@@ -53,7 +53,12 @@ from rnnkit.tasks.classifier.encoders import (
 )
 from rnnkit.tasks.classifier.model import Classifier, format_prediction
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
-from rnnkit.tasks.classifier.task import TASK, ClassificationTraining, LabelledTextTask
+from rnnkit.tasks.classifier.task import (
+    TASK,
+    ClassificationTraining,
+    LabelledDataFlow,
+    LabelledTextTask,
+)
 from rnnkit.tasks.common.recurrent import LAYERS
 
 __all__ = [
@@ -69,6 +74,7 @@ __all__ = [
     "encode_all",
     "format_prediction",
     "LabelledTextData",
+    "LabelledDataFlow",
     "LabelledTextTask",
     "LAYERS",
     "load_word_vectors",

@@ -20,7 +20,7 @@ from rnnkit.inference import (
 )
 from rnnkit.metrics import classification_report, plot_confusion_matrix
 from rnnkit.tasks.base import Output, TaskModel
-from rnnkit.tasks.classifier.config import POOLINGS
+from rnnkit.tasks.classifier.config import POOLINGS, ClassifierConfig
 from rnnkit.tasks.classifier.data import encode_all, read_examples, read_split
 from rnnkit.tasks.classifier.encoders import token_features
 from rnnkit.tasks.classifier.pooling import AttentionPooling, pool_sequence
@@ -29,7 +29,7 @@ from rnnkit.tasks.common.recurrent import recurrent_for
 from rnnkit.tasks.common.report import scores_table
 
 if TYPE_CHECKING:
-    from rnnkit.tasks.classifier.config import ClassifierConfig, ClassifierData
+    from rnnkit.tasks.classifier.config import ClassifierData
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,6 +49,8 @@ def _parse_names(spec: str | None) -> dict[str, str]:
 class Classifier(TaskModel):
     """Embedding (or numeric steps) → recurrent encoder → pooling → linear; ``forward`` returns
     logits ``(B, K)``. Inference: :meth:`predict`; evaluation: :meth:`evaluate_file`."""
+
+    config_class = ClassifierConfig
 
     def __init__(self, config: ClassifierConfig, data_config: ClassifierData, vocab: Vocab | None):
         super().__init__()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from rnnkit.errors import DataError
 from rnnkit.tasks.base import saved_configs
-from rnnkit.tasks.classifier.config import ClassifierConfig, ClassifierData
+from rnnkit.tasks.classifier.config import ClassifierData
 from rnnkit.tasks.classifier.data import encode_all, read_split, resolve_data
 from rnnkit.tasks.classifier.encoders import load_word_vectors
 from rnnkit.tasks.classifier.model import Classifier
@@ -55,39 +57,53 @@ class ClassificationTraining(BucketedBatches):
 # ---------------------------------------------------------------------------------------------
 # Task registry entry
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelledDataFlow:
+    """How a labelled-text task's examples travel from its files to training batches.
+
+    ``data_class`` is the ``--data`` option section; ``read_split(data_cfg, part)`` reads the
+    ``"train"`` or ``"valid"`` examples from the files; ``resolve_data(data_cfg, train)`` fills the
+    label set (and characters) from the training split and returns the word vocabulary;
+    ``encode(model, examples, where)`` turns examples into what the model reads (``where`` names
+    them in errors); ``training_class`` batches the encoded splits for :func:`rnnkit.train.fit`.
+    """
+
+    data_class: type
+    read_split: Callable[[Any, str], Any]
+    resolve_data: Callable[[Any, Any], Vocab | None]
+    encode: Callable[[nn.Module, Any, str], list[Example]]
+    training_class: type[BucketedBatches]
+
+
 class LabelledTextTask:
     """The ``TASK`` of a model of labelled text, shared by the classifier and the tagger.
 
     ``build`` reads the train and validation splits, fills the label set and vocabularies from
-    the training split (``resolve_data``), builds ``model_class`` (its word embeddings seeded
-    from ``--embeddings`` when given) and its training task; ``restore`` rebuilds both from a
-    run. A subclass names ``name``, ``sections``, ``model_class`` and ``training_class`` and
-    gives the data hooks.
+    the training split, builds ``model_class`` (its word embeddings seeded from ``--embeddings``
+    when given) and its training task; ``restore`` rebuilds both from a run. A subclass names
+    ``name``, ``model_class`` (whose ``config_class`` is the ``--model`` section) and the data
+    ``flow``; it may add ``check_data`` and ``log_data``.
     """
 
     name: str
-    sections: dict[str, type]
     model_class: type[nn.Module]
-    training_class: type[BucketedBatches]
+    flow: LabelledDataFlow
+
+    @property
+    def sections(self) -> dict[str, type]:
+        """The option sections of ``rnnkit train``: the model's and the data's."""
+        return {"model": self.model_class.config_class, "data": self.flow.data_class}
 
     def read_split(self, data_cfg: Any, part: str) -> Any:
-        """The ``"train"`` or ``"valid"`` examples, as read from the files."""
-        raise NotImplementedError
-
-    def resolve_data(self, data_cfg: Any, train: Any) -> Vocab | None:
-        """Fill ``data_cfg``'s label set (and characters) from ``train``; the word vocabulary."""
-        raise NotImplementedError
-
-    def encode(self, model: nn.Module, examples: Any, where: str) -> list[Example]:
-        """The examples as the model reads them (``where`` names them in errors)."""
-        raise NotImplementedError
+        return self.flow.read_split(data_cfg, part)
 
     def training(self, model: nn.Module, train: Any, valid: Any, train_cfg) -> BucketedBatches:
-        """``training_class`` over the encoded splits."""
-        return self.training_class(
+        """The flow's ``training_class`` over the encoded splits."""
+        encode = self.flow.encode
+        return self.flow.training_class(
             model,
-            self.encode(model, train, "training data"),
-            self.encode(model, valid, "validation data"),
+            encode(model, train, "training data"),
+            encode(model, valid, "validation data"),
             *batch_and_seed(train_cfg, 32),
         )
 
@@ -100,7 +116,7 @@ class LabelledTextTask:
     def build(self, configs: dict[str, Any], train_cfg, device):
         data_cfg = configs["data"]
         train, valid = self.read_split(data_cfg, "train"), self.read_split(data_cfg, "valid")
-        vocab = self.resolve_data(data_cfg, train)
+        vocab = self.flow.resolve_data(data_cfg, train)
         model = self.model_class(configs["model"], data_cfg, vocab).to(device)
         if data_cfg.embeddings:
             if model.embedder is None:
@@ -124,12 +140,10 @@ class _ClassifyTask(LabelledTextTask):
     """Classify whole sequences: text (sentiment, topics) or rows of numbers (digits)."""
 
     name = "classify"
-    sections = {"model": ClassifierConfig, "data": ClassifierData}
     model_class = Classifier
-    training_class = ClassificationTraining
-    read_split = staticmethod(read_split)
-    resolve_data = staticmethod(resolve_data)
-    encode = staticmethod(encode_all)
+    flow = LabelledDataFlow(
+        ClassifierData, read_split, resolve_data, encode_all, ClassificationTraining
+    )
 
     def log_data(self, model, train, valid) -> None:
         d = model.data_config
