@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import fast as _fast
 from rnnkit.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from rnnkit.runtime import cpu_has_native_bf16
 from rnnkit.sequence import check_lengths, reverse_padded
 from rnnkit.state import LSTMState, as_lstm_state, map_state
 from rnnkit.time_loop import run_direction
@@ -51,6 +52,16 @@ def _check_sequence_input(name: str, x: Tensor, input_size: int, dtype: torch.dt
         )
     if x.shape[1] == 0:
         raise ValueError(f"{name} got an empty sequence (seq_len 0)")
+
+
+def _fused_kernel_needs_fp32(x: Tensor) -> bool:
+    """Under a CPU bf16 autocast without native bf16, torch's fused LSTM kernel cannot run."""
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not cpu_has_native_bf16()
+    )
 
 
 class Recurrent(nn.Module):
@@ -277,7 +288,14 @@ class RecurrentLayer(nn.Module):
             lengths = check_lengths(lengths, B, T)
 
         state = self._initial_state(hx, B, x, unbatched)
-        if self._fusable:
+        if self._fusable and _fused_kernel_needs_fp32(x):
+            # oneDNN builds no bf16 LSTM primitive on a CPU without native bf16: the fused kernel
+            # runs in the weights' precision there (the rest of the model stays under autocast)
+            with torch.autocast(x.device.type, enabled=False):
+                x, state = x.to(dtype), map_state(lambda t: t.to(dtype), state)
+                y, final = self._forward_fused(x, state, lengths)
+            cs = None
+        elif self._fusable:
             y, final = self._forward_fused(x, state, lengths)
             cs = None
         elif torch.is_autocast_enabled(x.device.type):

@@ -12,16 +12,21 @@ megabytes of code points and ids that are freed a moment later (a 10 MB char pre
 0.13-0.16 s with it, 0.21-0.27 s without). jemalloc or tcmalloc via ``LD_PRELOAD`` do the same job where installed.
 
 Set ``RNNKIT_MALLOC_TUNING=0`` to leave malloc alone.
+
+:func:`cpu_has_native_bf16` says whether oneDNN computes bf16 natively on this CPU (AVX-512 BF16
+or AMX). Without it torch emulates bf16 (slowly), and oneDNN cannot build its fused LSTM for
+bf16 at all, so rnnkit's layers run that kernel in fp32 under a bf16 autocast there.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import sys
 
-__all__ = ["retain_freed_memory"]
+__all__ = ["cpu_has_native_bf16", "retain_freed_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +60,13 @@ def retain_freed_memory(threshold: int = 1 << 30) -> bool:
         log.debug("rnnkit: malloc keeps up to %d bytes of freed memory", threshold)
     _APPLIED = ok
     return ok
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 arithmetic natively on this CPU (AVX-512 BF16 or AMX)."""
+    import torch
+
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )

@@ -31,6 +31,7 @@ from torch import nn
 from rnnkit.checkpoint import RunDir, capture_rng_state, restore_rng_state
 from rnnkit.config import option
 from rnnkit.fileio import atomic_write_text
+from rnnkit.runtime import cpu_has_native_bf16
 
 __all__ = [
     "TrainConfig",
@@ -227,7 +228,7 @@ def mixed_precision(precision: str, device: torch.device) -> torch.autocast:
     enabled = precision == "bf16"
     if enabled and device.type == "cpu" and not torch.backends.mkldnn.is_available():
         log.warning("bf16 on this CPU has no oneDNN support: expect it to be slower than fp32")
-    elif enabled and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    elif enabled and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("this CPU lacks native bf16 arithmetic: bf16 is emulated and slower than fp32")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 

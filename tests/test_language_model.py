@@ -248,6 +248,25 @@ def test_bf16_mixed_precision_trains_and_keeps_fp32_weights(tmp_path, kw):
     assert task.state is not None  # carried between windows under autocast
 
 
+def test_fused_lstm_runs_in_fp32_under_bf16_autocast_without_native_bf16(monkeypatch):
+    """oneDNN has no bf16 LSTM primitive on a CPU without native bf16 (it raises "could not
+    create a primitive descriptor"): there the fused kernel runs in fp32 and equals the fp32
+    forward exactly, on any machine (the CPU check is replaced)."""
+    import rnnkit.layers
+    from rnnkit.layers import LSTM
+
+    monkeypatch.setattr(rnnkit.layers, "cpu_has_native_bf16", lambda: False)
+    torch.manual_seed(0)
+    layer = LSTM(6, 8, num_layers=2, batch_first=True)
+    assert layer._fusable
+    x = torch.randn(3, 5, 6)
+    expected, (h0, c0) = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, (h, c) = layer(x)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+    assert torch.equal(h, h0) and torch.equal(c, c0)
+
+
 def test_custom_cells_compute_in_fp32_under_autocast():
     """The hand-written BPTT has one dtype: under autocast it runs in the weights' precision, so
     its outputs equal the fp32 forward exactly."""
