@@ -3,8 +3,10 @@
 rnnkit's docstrings are written to read well in ``help()``: Sphinx roles (``:class:`X```) and
 ``.. math::`` blocks. mkdocstrings renders docstrings as Markdown, where both would print
 verbatim and the math would lose its backslashes. Before rendering, this extension turns roles
-into inline code and each ``.. math::`` block into a ``$$`` block for ``pymdownx.arithmatex``
-(which the build's MathML hook then renders). The docstrings in the code are not changed.
+into inline code, each ``.. math::`` block into a ``$$`` block for ``pymdownx.arithmatex``
+(which the build's MathML hook then renders) and each doctest (``>>>`` lines and their output,
+up to a blank line) into a fenced ``pycon`` block, which Markdown would otherwise read as a
+quote with links in it. The docstrings in the code are not changed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ _MATH = re.compile(
     re.M,
 )
 
+_DOCTEST = re.compile(r"^(?P<indent>[ \t]*)>>> .*\n(?:(?P=indent)\S.*\n)*", re.M)
+
+
+def _doctest_block(match: re.Match) -> str:
+    indent = match.group("indent")
+    body = textwrap.dedent(match.group(0))
+    lines = ["", "```pycon", *body.rstrip("\n").split("\n"), "```", ""]
+    return "\n".join(indent + line if line else "" for line in lines) + "\n"
+
 
 def _math_block(match: re.Match) -> str:
     indent = match.group("indent")
@@ -32,8 +43,10 @@ def _math_block(match: re.Match) -> str:
 
 
 def rewrite(text: str) -> str:
-    """The docstring ``text`` with roles as code and ``.. math::`` blocks as ``$$`` blocks."""
+    """The docstring ``text`` with roles as code, ``.. math::`` blocks as ``$$`` blocks and
+    doctests as ``pycon`` blocks."""
     text = _MATH.sub(_math_block, text if text.endswith("\n") else text + "\n")
+    text = _DOCTEST.sub(_doctest_block, text)
     return _ROLE.sub(r"`\1`", text).rstrip("\n")
 
 
