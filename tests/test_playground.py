@@ -40,8 +40,6 @@ def model():
     return build_language_model(config, Vocab("abcdefgh \n")).eval()
 
 
-
-
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})  # fmt: skip

@@ -47,7 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from rnnkit.server import load_runs, serve
     except ImportError as e:
-        raise UsageError(f"serving needs the serve extra: pip install 'rnnkit[serve]' ({e})") from None
+        raise UsageError(
+            f"serving needs the serve extra: pip install 'rnnkit[serve]' ({e})"
+        ) from None
     settings = settings_from(args)
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port: expected 0..65535; got {args.port}")
