@@ -2,7 +2,8 @@
 # Set up rnnkit in ./.venv: create the virtual environment, install PyTorch, install rnnkit.
 #   bash scripts/setup.sh          the library and the `rnnkit` command
 #   bash scripts/setup.sh --dev    plus the test tools (pytest, hypothesis, ruff, every optional
-#                                  extra, and Debian's chromium for the browser test)
+#                                  extra; as root, Debian's chromium, timidity and freepats for
+#                                  the browser and audio tests)
 # PyTorch: with an NVIDIA GPU, the default build from the package index; without one, the CPU
 # build (a local CPU wheel when pip's find-links offers one, else PyTorch's CPU index), which
 # avoids downloading several GB of CUDA libraries that would never be used.
@@ -28,14 +29,18 @@ fi
 extras=""
 if [ "${1:-}" = "--dev" ]; then
   extras="[dev]"
-  # The playground's browser test drives Debian's Chromium (no browser download at run time).
-  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  # System programs the tests drive: Debian's Chromium for the playground's browser test (no
+  # browser download at run time), timidity + freepats for the MIDI -> WAV test of the music task.
+  packages=""
+  command -v chromium >/dev/null 2>&1 || packages=" chromium"
+  command -v timidity >/dev/null 2>&1 || packages="$packages timidity freepats"
+  if [ -n "$packages" ] && command -v apt-get >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-      echo "setup: installing Debian's chromium for the browser test"
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
-        || echo "setup: could not install chromium; the browser test will be skipped"
+      echo "setup: installing Debian's$packages for the browser and audio tests"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages) >/dev/null \
+        || echo "setup: could not install$packages; the tests that need them will be skipped"
     else
-      echo "setup: not root: install Debian's chromium by hand to run the browser test"
+      echo "setup: not root: install Debian's$packages by hand to run the browser and audio tests"
     fi
   fi
 fi
