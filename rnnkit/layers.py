@@ -58,7 +58,6 @@ def _fused_kernel_needs_fp32(x: Tensor) -> bool:
     """Under a CPU bf16 autocast without native bf16, torch's fused LSTM kernel cannot run."""
     return (
         x.device.type == "cpu"
-        and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
         and not cpu_has_native_bf16()
     )
@@ -288,24 +287,17 @@ class RecurrentLayer(nn.Module):
             lengths = check_lengths(lengths, B, T)
 
         state = self._initial_state(hx, B, x, unbatched)
-        if self._fusable and _fused_kernel_needs_fp32(x):
-            # oneDNN builds no bf16 LSTM primitive on a CPU without native bf16: the fused kernel
-            # runs in the weights' precision there (the rest of the model stays under autocast)
+        # Under mixed precision rnnkit's own cells and hand-written BPTT run in the weights'
+        # precision (their backward is written for one dtype), and so does torch's fused kernel
+        # where oneDNN cannot build it in bf16 (a CPU without native bf16)
+        if torch.is_autocast_enabled(x.device.type) and (
+            not self._fusable or _fused_kernel_needs_fp32(x)
+        ):
             with torch.autocast(x.device.type, enabled=False):
                 x, state = x.to(dtype), map_state(lambda t: t.to(dtype), state)
-                y, final = self._forward_fused(x, state, lengths)
-            cs = None
-        elif self._fusable:
-            y, final = self._forward_fused(x, state, lengths)
-            cs = None
-        elif torch.is_autocast_enabled(x.device.type):
-            # Under mixed precision the per-step cells and the hand-written BPTT of rnnkit.fast
-            # run in the weights' precision: their backward is written for one dtype.
-            with torch.autocast(x.device.type, enabled=False):
-                x, state = x.to(dtype), map_state(lambda t: t.to(dtype), state)
-                y, final, cs = self._forward_loop(x, state, lengths)
+                y, final, cs = self._forward_any(x, state, lengths)
         else:
-            y, final, cs = self._forward_loop(x, state, lengths)
+            y, final, cs = self._forward_any(x, state, lengths)
 
         if packed:
             output = _repack_like(y, lengths, input)
@@ -422,6 +414,13 @@ class RecurrentLayer(nn.Module):
                 if self.bias:
                     flat += [p["bias_ih"], p["bias_hh"]]
         return flat
+
+    def _forward_any(self, x: Tensor, state, lengths):
+        """``(y, final, cs)`` from torch's fused kernel where the layer allows it (``cs`` is
+        None there), else from rnnkit's time loop."""
+        if self._fusable:
+            return (*self._forward_fused(x, state, lengths), None)
+        return self._forward_loop(x, state, lengths)
 
     def _forward_fused(self, x: Tensor, state, lengths):
         """Call torch's fused RNN kernel (oneDNN/cuDNN) on the layer's own parameters."""
