@@ -94,8 +94,9 @@ class LabelledTextTask:
         """The option sections of ``rnnkit train``: the model's and the data's."""
         return {"model": self.model_class.config_class, "data": self.flow.data_class}
 
-    def read_split(self, data_cfg: Any, part: str) -> Any:
-        return self.flow.read_split(data_cfg, part)
+    def read_splits(self, data_cfg: Any) -> tuple[Any, Any]:
+        """The training and validation examples, as read from the files."""
+        return self.flow.read_split(data_cfg, "train"), self.flow.read_split(data_cfg, "valid")
 
     def training(self, model: nn.Module, train: Any, valid: Any, train_cfg) -> BucketedBatches:
         """The flow's ``training_class`` over the encoded splits."""
@@ -115,7 +116,7 @@ class LabelledTextTask:
 
     def build(self, configs: dict[str, Any], train_cfg, device):
         data_cfg = configs["data"]
-        train, valid = self.read_split(data_cfg, "train"), self.read_split(data_cfg, "valid")
+        train, valid = self.read_splits(data_cfg)
         vocab = self.flow.resolve_data(data_cfg, train)
         model = self.model_class(configs["model"], data_cfg, vocab).to(device)
         if data_cfg.embeddings:
@@ -131,7 +132,7 @@ class LabelledTextTask:
         model = self.model_class(model_cfg, data_cfg, vocab).to(device)
         training = None
         if with_data:
-            train, valid = self.read_split(data_cfg, "train"), self.read_split(data_cfg, "valid")
+            train, valid = self.read_splits(data_cfg)
             training = self.training(model, train, valid, train_cfg)
         return model, training
 
